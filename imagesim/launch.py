@@ -1,0 +1,106 @@
+"""Start imagesim server processes and wait until they serve (tests, demo, benchmark).
+
+A server is started on port 0, binds a free port itself (no find-then-bind race), logs
+`listening on HOST:PORT`; we read that from its log file and then wait for gRPC health SERVING.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class ServerProcess:
+    """One server process (`imagesim-embedder` or `imagesim-index`) with its log file."""
+
+    def __init__(self, module: str, args: list[str], log_path: Path, env: dict | None = None):
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.address = ""
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180.0) -> str:
+        """Wait for the bound port and health SERVING; returns 'host:port'."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        while not self.address:
+            self._check_alive()
+            match = LISTENING.search(self.log_text())
+            if match:
+                self.address = f"{match.group(1)}:{match.group(2)}"
+                break
+            self._check_time(deadline)
+            time.sleep(0.05)
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                self._check_alive()
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self.address
+                except grpc.RpcError:
+                    pass
+                self._check_time(deadline)
+                time.sleep(0.1)
+
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with code {self.process.returncode}; log:\n{self.log_text()}"
+            )
+
+    def _check_time(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            self.stop()
+            raise TimeoutError(f"server not ready in time; log:\n{self.log_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process (SIGTERM: graceful) and wait for it; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (crash tests)."""
+        self.stop(signal.SIGKILL)
+
+
+def start_embedder(log_path: Path, *args: str, timeout: float = 300.0) -> ServerProcess:
+    server = ServerProcess("imagesim.embedder_server.main", list(args), log_path)
+    server.wait_ready(timeout)
+    return server
+
+
+def start_index(log_path: Path, data: Path, dims: int, *args: str) -> ServerProcess:
+    server = ServerProcess(
+        "imagesim.index_server.main", ["--data", str(data), "--dims", str(dims), *args], log_path
+    )
+    server.wait_ready(60.0)
+    return server

@@ -1,0 +1,119 @@
+"""The server object both processes use: lifecycle, health, reflection, signals, limits.
+
+Lifecycle: bind -> NOT_SERVING (health) while the process loads its model or index ->
+SERVING -> on SIGTERM/SIGINT: health NOT_SERVING, stop accepting calls, let in-flight calls
+finish for `grace_seconds`, then run the process's own clean-up (drain batcher, close store).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from imagesim.serving.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.Server], None]
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Message-size limits, the same for server and client side."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class GrpcServer:
+    """Owns one grpc.Server with health checking and reflection for the given services.
+
+    `services` maps full service names (e.g. "imagesim.v1.Embedder") to a function that adds
+    the servicer to a grpc.Server.
+    """
+
+    def __init__(self, settings: ServerSettings, services: dict[str, Registrar]) -> None:
+        self.settings = settings
+        self.service_names = list(services)
+        self._stopped = threading.Event()
+        self._cleanups: list[Callable[[], None]] = []
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=settings.workers, thread_name_prefix="grpc-handler"
+            ),
+            options=[*channel_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)],
+        )
+        for register in services.values():
+            register(self._server)
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = 0
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", *self.service_names):
+            self._health.set(name, status)
+
+    def on_stop(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` after the server has stopped and in-flight calls have finished."""
+        self._cleanups.append(cleanup)
+
+    def start(self) -> int:
+        """Bind and start (health NOT_SERVING). Returns the bound port."""
+        address = self.settings.address
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SystemExit(f"cannot bind {address}: {exc}") from exc
+        if not self.port:
+            raise SystemExit(f"cannot bind {address}: port in use or address not available")
+        self._server.start()
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        log.info("listening on %s:%d (NOT_SERVING until ready)", host, self.port)
+        return self.port
+
+    def set_serving(self) -> None:
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("SERVING %s", ", ".join(self.service_names))
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the server gracefully (call from the main thread)."""
+
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            self._stopped.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until a stop is requested, then stop gracefully."""
+        while not self._stopped.wait(0.5):
+            pass
+        self.stop()
+
+    def stop(self) -> None:
+        grace = self.settings.grace_seconds
+        self._health.enter_graceful_shutdown()
+        log.info("draining in-flight calls (grace %.1f s)", grace)
+        self._server.stop(grace).wait()
+        for cleanup in reversed(self._cleanups):
+            try:
+                cleanup()
+            except Exception:
+                log.exception("error during shutdown clean-up")
+        log.info("stopped")
+
