@@ -26,6 +26,7 @@ class ServerProcess:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._log_start = self._log.tell()  # earlier runs may have written to the same file
         cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
         self.process = subprocess.Popen(
             cmd,
@@ -36,7 +37,10 @@ class ServerProcess:
         self.address = ""
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What this process has logged so far."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 180.0) -> str:
         """Wait for the bound port and health SERVING; returns 'host:port'."""

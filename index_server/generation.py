@@ -1,0 +1,185 @@
+"""Annoy index generations: built in a temporary directory, fsynced, renamed into place.
+
+Layout under the shard's data directory:
+    generations/gen-000007/index.ann   the Annoy file (memory-mapped when loaded)
+    generations/gen-000007/items.json  internal id -> key and the item's write sequence number
+    generations/gen-000007/meta.json   dims, metric, trees, count, build time
+    CURRENT                            name of the live generation (replaced atomically)
+A crash at any point leaves CURRENT naming a complete generation (or none).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from imagesim.errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+GENERATIONS = "generations"
+INDEX_FILE = "index.ann"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, value: object) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def annoy_node_bytes(dims: int, metric: str) -> int:
+    """Bytes per node of an Annoy file: n_descendants + 2 children (+ an offset for the
+    Minkowski metrics) + the float32 vector."""
+    return (12 if metric == "angular" else 16) + 4 * dims
+
+
+@dataclass
+class Generation:
+    """One built, loaded (memory-mapped) Annoy index and the keys of its items."""
+
+    number: int
+    path: Path
+    annoy: AnnoyIndex
+    keys: list[str]
+    seqs: list[int]
+    dims: int
+    metric: str
+    trees: int
+    built_at: float
+    build_seconds: float
+    file_bytes: int
+
+    @property
+    def count(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def load(cls, path: Path, dims: int, metric: str) -> Generation:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta["dims"] != dims or meta["metric"] != metric:
+            raise FailedPrecondition(
+                f"generation {path} holds {meta['dims']}-d {meta['metric']} vectors, "
+                f"the shard is {dims}-d {metric}"
+            )
+        index_path = path / INDEX_FILE
+        size = index_path.stat().st_size
+        # Annoy can crash on a file of another dimension (annoy #394): check before loading.
+        node = annoy_node_bytes(dims, metric)
+        if size % node or size // node < meta["count"]:
+            raise FailedPrecondition(f"{index_path} ({size} bytes) does not fit {dims}-d items")
+        items = json.loads((path / "items.json").read_text())
+        annoy = AnnoyIndex(dims, metric)
+        annoy.load(str(index_path))  # mmap: no copy, instant
+        return cls(
+            number=meta["number"],
+            path=path,
+            annoy=annoy,
+            keys=items["keys"],
+            seqs=items["seqs"],
+            dims=dims,
+            metric=metric,
+            trees=meta["trees"],
+            built_at=meta["built_at"],
+            build_seconds=meta["build_seconds"],
+            file_bytes=size,
+        )
+
+
+def current_generation(data_dir: Path, dims: int, metric: str) -> Generation | None:
+    """The live generation named by CURRENT, loaded; None if never built."""
+    current = data_dir / CURRENT
+    if not current.exists():
+        return None
+    name = current.read_text().strip()
+    return Generation.load(data_dir / GENERATIONS / name, dims, metric)
+
+
+def remove_stale(data_dir: Path, keep: Generation | None) -> None:
+    """Delete temporary and superseded generation directories (a mapped file stays readable
+    by searches still holding it until they drop it)."""
+    root = data_dir / GENERATIONS
+    if not root.exists():
+        return
+    for entry in root.iterdir():
+        if keep is None or entry.name != keep.path.name:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def build_generation(
+    data_dir: Path,
+    number: int,
+    items: Iterable[tuple[str, int, np.ndarray]],
+    dims: int,
+    metric: str,
+    trees: int,
+) -> Generation:
+    """Build generation `number` from (key, seq, vector) items and make it the live one on disk.
+
+    Written under generations/.tmp-gen-N, fsynced, renamed to generations/gen-N, then CURRENT
+    is replaced atomically. Returns the new generation, loaded memory-mapped.
+    """
+    started = time.perf_counter()
+    root = data_dir / GENERATIONS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"gen-{number:06d}"
+    tmp = root / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+
+    annoy = AnnoyIndex(dims, metric)
+    keys: list[str] = []
+    seqs: list[int] = []
+    for key, seq, vector in items:
+        annoy.add_item(len(keys), vector)  # dense internal ids: Annoy allocates max(id) + 1
+        keys.append(key)
+        seqs.append(seq)
+    annoy.build(trees, n_jobs=-1)
+    annoy.save(str(tmp / INDEX_FILE))
+    annoy.unload()
+    _fsync_path(tmp / INDEX_FILE)
+    _write_json(tmp / "items.json", {"keys": keys, "seqs": seqs})
+    build_seconds = time.perf_counter() - started
+    meta = {
+        "number": number,
+        "dims": dims,
+        "metric": metric,
+        "trees": trees,
+        "count": len(keys),
+        "built_at": time.time(),
+        "build_seconds": build_seconds,
+    }
+    _write_json(tmp / "meta.json", meta)
+    _fsync_path(tmp)
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    _fsync_path(root)
+
+    pointer = data_dir / f".{CURRENT}.tmp"
+    with open(pointer, "w") as f:
+        f.write(name + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(pointer, data_dir / CURRENT)
+    _fsync_path(data_dir)
+    log.info("generation %d: %d items, %d trees, %.2f s", number, len(keys), trees, build_seconds)
+    return Generation.load(final, dims, metric)
