@@ -7,7 +7,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
-from gen_protos import generate  # noqa: E402
+from gen_protos import generate
 
 
 class BuildPyWithProtos(build_py):

@@ -71,8 +71,10 @@ class AdaptiveBatcher:
         while len(batch) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                entry = self._queue.get(timeout=remaining) if remaining > 0 else (
-                    self._queue.get_nowait()
+                entry = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else (self._queue.get_nowait())
                 )
             except queue.Empty:
                 break

@@ -60,9 +60,7 @@ class Embedder:
         info = self.features.info
         spaces = [SpaceSpec(FULL, info.dimension, f"{info.name} global average pool")]
         if self.reducer is not None:
-            spaces.append(
-                SpaceSpec(REDUCED, self.reducer.output_dim, self.reducer.description)
-            )
+            spaces.append(SpaceSpec(REDUCED, self.reducer.output_dim, self.reducer.description))
         return spaces
 
     def check_space(self, space: str) -> None:

@@ -33,20 +33,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_server_arguments(parser, ENV_PREFIX, DEFAULT_PORT)
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--weights", default=env("weights", "imagenet"),
+        "--weights",
+        default=env("weights", "imagenet"),
         help="'imagenet' (default: Keras' ImageNet weights, downloaded once and cached), a path "
         "to a weights file, or 'none' (untrained, seeded network: tests and offline use only)",
     )
-    model.add_argument("--precision", default=env("precision", "float32"),
-                       choices=["float32", "bfloat16", "auto"],
-                       help="model arithmetic; auto = bfloat16 where the CPU has native bf16")
-    model.add_argument("--max-batch-size", type=int, default=int(env("max_batch_size", 32)),  # type: ignore[arg-type]
-                       help="largest batch the model runs (default 32)")
-    model.add_argument("--max-batch-time-ms", type=float,
-                       default=float(env("max_batch_time_ms", 5.0)),  # type: ignore[arg-type]
-                       help="longest wait for a batch to fill, ms (default 5)")
-    model.add_argument("--max-image-mb", type=float, default=float(env("max_image_mb", 32)),  # type: ignore[arg-type]
-                       help="largest accepted image file, MiB (default 32)")
+    model.add_argument(
+        "--precision",
+        default=env("precision", "float32"),
+        choices=["float32", "bfloat16", "auto"],
+        help="model arithmetic; auto = bfloat16 where the CPU has native bf16",
+    )
+    model.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=int(env("max_batch_size", 32)),  # type: ignore[arg-type]
+        help="largest batch the model runs (default 32)",
+    )
+    model.add_argument(
+        "--max-batch-time-ms",
+        type=float,
+        default=float(env("max_batch_time_ms", 5.0)),  # type: ignore[arg-type]
+        help="longest wait for a batch to fill, ms (default 5)",
+    )
+    model.add_argument(
+        "--max-image-mb",
+        type=float,
+        default=float(env("max_image_mb", 32)),  # type: ignore[arg-type]
+        help="largest accepted image file, MiB (default 32)",
+    )
     return parser.parse_args(argv)
 
 

@@ -75,7 +75,9 @@ class ItemStore:
                 "INSERT OR REPLACE INTO layout (name, value) VALUES (?, ?)", values.items()
             )
 
-    def upsert(self, items: list[tuple[str, np.ndarray, dict[str, str]]]) -> list[tuple[str, int, bool]]:
+    def upsert(
+        self, items: list[tuple[str, np.ndarray, dict[str, str]]]
+    ) -> list[tuple[str, int, bool]]:
         """Add or replace items in one transaction; returns (key, seq, replaced) for each."""
         results = []
         with self._lock:

@@ -32,20 +32,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_server_arguments(parser, ENV_PREFIX, DEFAULT_PORT)
     shard = parser.add_argument_group("shard")
-    shard.add_argument("--data", type=Path, default=env("data", None),
-                       required=env("data", None) is None,
-                       help="directory holding this shard's items and index generations")
+    shard.add_argument(
+        "--data",
+        type=Path,
+        default=env("data", None),
+        required=env("data", None) is None,
+        help="directory holding this shard's items and index generations",
+    )
     dims = env("dims", None)
-    shard.add_argument("--dims", type=int, default=int(dims) if dims else None,  # type: ignore[arg-type]
-                       help="vector dimension (2048 full, 256 reduced); required for a new shard")
-    shard.add_argument("--metric", default=env("metric", "angular"),
-                       choices=["angular", "euclidean", "manhattan"],
-                       help="distance metric (default angular)")
-    shard.add_argument("--trees", type=int, default=int(env("trees", 100)),  # type: ignore[arg-type]
-                       help="Annoy trees per build (default 100)")
-    shard.add_argument("--auto-build", type=int, default=int(env("auto_build", 20000)),  # type: ignore[arg-type]
-                       help="build in the background once this many items are staged or "
-                       "removed since the last build (default 20000; 0 = only on request)")
+    shard.add_argument(
+        "--dims",
+        type=int,
+        default=int(dims) if dims else None,  # type: ignore[arg-type]
+        help="vector dimension (2048 full, 256 reduced); required for a new shard",
+    )
+    shard.add_argument(
+        "--metric",
+        default=env("metric", "angular"),
+        choices=["angular", "euclidean", "manhattan"],
+        help="distance metric (default angular)",
+    )
+    shard.add_argument(
+        "--trees",
+        type=int,
+        default=int(env("trees", 100)),  # type: ignore[arg-type]
+        help="Annoy trees per build (default 100)",
+    )
+    shard.add_argument(
+        "--auto-build",
+        type=int,
+        default=int(env("auto_build", 20000)),  # type: ignore[arg-type]
+        help="build in the background once this many items are staged or "
+        "removed since the last build (default 20000; 0 = only on request)",
+    )
     return parser.parse_args(argv)
 
 

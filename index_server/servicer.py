@@ -33,9 +33,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     @map_errors
     def Add(self, request: index_pb2.AddRequest, context: grpc.ServicerContext):
         added, replaced = self._add(request)
-        return index_pb2.AddResponse(
-            added=added, replaced=replaced, count=self.shard.stats().count
-        )
+        return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.stats().count)
 
     @map_errors
     def AddStream(self, request_iterator: Iterator[index_pb2.AddRequest], context):
@@ -43,9 +41,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         for request in request_iterator:
             a, r = self._add(request)
             added, replaced = added + a, replaced + r
-        return index_pb2.AddResponse(
-            added=added, replaced=replaced, count=self.shard.stats().count
-        )
+        return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.stats().count)
 
     @map_errors
     def Remove(self, request: index_pb2.RemoveRequest, context: grpc.ServicerContext):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +101,14 @@ class Shard:
                 self._staging.put(item.key, item.seq, item.vector)
         log.info(
             "shard %s: %d items (%d in generation %d, %d staged, %d hidden), %d-d %s",
-            self.data_dir, len(self._live), generation.count if generation else 0,
-            generation.number if generation else 0, len(self._staging),
-            len(self._view.hidden), self.dims, self.metric,
+            self.data_dir,
+            len(self._live),
+            generation.count if generation else 0,
+            generation.number if generation else 0,
+            len(self._staging),
+            len(self._view.hidden),
+            self.dims,
+            self.metric,
         )
 
     def _check_layout(self, config: ShardConfig) -> tuple[int, str]:
@@ -152,8 +156,9 @@ class Shard:
             if key in seen:
                 raise InvalidArgument(f"key {key!r} appears twice in one request")
             seen.add(key)
-            checked.append((key, as_vector(values, self.dims, self.metric, f"item {key!r}"),
-                            dict(metadata)))
+            checked.append(
+                (key, as_vector(values, self.dims, self.metric, f"item {key!r}"), dict(metadata))
+            )
         if not checked:
             return 0, 0
         results = self.store.upsert(checked)
@@ -261,8 +266,9 @@ class Shard:
         hits.sort()
         best = hits[:k]
         metadata = self.store.metadata([key for _, key in best]) if include_metadata else {}
-        return [Hit(key, dist, metadata.get(key) if include_metadata else None)
-                for dist, key in best]
+        return [
+            Hit(key, dist, metadata.get(key) if include_metadata else None) for dist, key in best
+        ]
 
     def _search_generation(
         self, view: _View, query: np.ndarray, k: int, search_k: int, rerank: bool, factor: int

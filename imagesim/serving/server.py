@@ -17,19 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imagesim.channel import message_limits
 from imagesim.serving.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.Server], None]
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Message-size limits, the same for server and client side."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-    ]
 
 
 class GrpcServer:
@@ -48,7 +41,7 @@ class GrpcServer:
             futures.ThreadPoolExecutor(
                 max_workers=settings.workers, thread_name_prefix="grpc-handler"
             ),
-            options=[*channel_options(settings.max_message_bytes), ("grpc.so_reuseport", 0)],
+            options=[*message_limits(settings.max_message_bytes), ("grpc.so_reuseport", 0)],
         )
         for register in services.values():
             register(self._server)
@@ -116,4 +109,3 @@ class GrpcServer:
             except Exception:
                 log.exception("error during shutdown clean-up")
         log.info("stopped")
-

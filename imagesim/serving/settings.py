@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-MiB = 1024 * 1024
+from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES, MiB
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 0  # 0: the OS picks a free port (logged at start)
-    max_message_bytes: int = 64 * MiB  # both send and receive
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # both send and receive
     workers: int = 16  # gRPC handler threads
     grace_seconds: float = 10.0  # how long in-flight calls may finish on shutdown
 
@@ -40,19 +40,40 @@ def add_server_arguments(
         return env_default(env_prefix, name, default)
 
     group = parser.add_argument_group("server")
-    group.add_argument("--host", default=env("host", "127.0.0.1"),
-                       help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)")
-    group.add_argument("--port", type=int, default=int(env("port", default_port)),  # type: ignore[arg-type]
-                       help=f"port to bind, 0 for any free port (default {default_port})")
-    group.add_argument("--max-message-mb", type=float,
-                       default=float(env("max_message_mb", 64)),  # type: ignore[arg-type]
-                       help="largest gRPC message sent or received, MiB (default 64)")
-    group.add_argument("--workers", type=int, default=int(env("workers", 16)),  # type: ignore[arg-type]
-                       help="gRPC handler threads (default 16)")
-    group.add_argument("--grace", type=float, default=float(env("grace", 10.0)),  # type: ignore[arg-type]
-                       help="seconds in-flight calls may finish on SIGTERM/SIGINT (default 10)")
-    group.add_argument("--log-level", default=env("log_level", "INFO"),
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    group.add_argument(
+        "--host",
+        default=env("host", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)",
+    )
+    group.add_argument(
+        "--port",
+        type=int,
+        default=int(env("port", default_port)),  # type: ignore[arg-type]
+        help=f"port to bind, 0 for any free port (default {default_port})",
+    )
+    group.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=float(env("max_message_mb", 64)),  # type: ignore[arg-type]
+        help="largest gRPC message sent or received, MiB (default 64)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("workers", 16)),  # type: ignore[arg-type]
+        help="gRPC handler threads (default 16)",
+    )
+    group.add_argument(
+        "--grace",
+        type=float,
+        default=float(env("grace", 10.0)),  # type: ignore[arg-type]
+        help="seconds in-flight calls may finish on SIGTERM/SIGINT (default 10)",
+    )
+    group.add_argument(
+        "--log-level",
+        default=env("log_level", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:

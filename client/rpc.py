@@ -1,0 +1,33 @@
+"""Calling a server: deadlines on every call, gRPC errors turned into imagesim errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from imagesim.errors import ImagesimError, error_for_code
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call unless the caller says otherwise
+
+
+def rpc_error(exc: grpc.RpcError, address: str, what: str) -> ImagesimError:
+    """A domain error with the status code, the server's message and the address."""
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = f"cannot reach {what} at {address}: {details}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        details = f"{what} at {address} did not answer in time"
+    return error_for_code(code.name, details.splitlines()[0], address=address)
+
+
+def call(address: str, what: str, fn: Callable[[], T]) -> T:
+    """Run one gRPC call, raising ImagesimError (never grpc.RpcError) on failure."""
+    try:
+        return fn()
+    except grpc.RpcError as exc:
+        raise rpc_error(exc, address, what) from None
