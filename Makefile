@@ -1,0 +1,54 @@
+# imagesim: `make demo` runs the whole thing end to end; `make test` runs the test suite.
+# Both start from nothing: they create .venv, install the project and generate the stubs.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+WEIGHTS ?= imagenet
+DATA    ?= .data
+EMBEDDER_PORT ?= 50051
+INDEX_PORT    ?= 50061
+STAMP   := $(VENV)/.installed
+NODE_STAMP := examples/node/node_modules/.installed
+
+.PHONY: install protos serve demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# Generated stubs are never committed: this (and the package build) makes them.
+protos: $(STAMP)
+	$(BIN)/python tools/gen_protos.py
+
+$(NODE_STAMP): examples/node/package.json examples/node/package-lock.json
+	npm ci --prefix examples/node --no-audit --no-fund --silent
+	touch $@
+
+# Both servers in the foreground (one shard under $(DATA)); Ctrl-C stops them gracefully.
+serve: protos
+	@trap 'kill -TERM $$index 2>/dev/null; wait $$index' EXIT INT TERM; \
+	$(BIN)/imagesim-index --port $(INDEX_PORT) --data $(DATA)/shard-0 --dims 2048 & index=$$!; \
+	$(BIN)/imagesim-embedder --port $(EMBEDDER_PORT) --weights $(WEIGHTS)
+
+# Installs, starts both servers, indexes real sample photos, queries one, prints the result.
+# On a machine that cannot download the ImageNet weights: make demo WEIGHTS=none
+demo: protos
+	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
+
+test: protos $(NODE_STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: protos
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: protos
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) imagesim/v1 examples/node/node_modules .demo .bench build *.egg-info

@@ -1,0 +1,60 @@
+"""Real sample photos for the demo, tests and benchmark, from scikit-image's bundled data.
+
+`write_sample_photos(folder)` writes each photo as a JPEG plus near-duplicate variants (mirror,
+centre crop, half size), so "the most similar image" has a meaningful answer. Needs the
+`demo` extra (scikit-image); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# scikit-image sample images that ship inside its wheel (no download).
+PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+    "immunohistochemistry", "camera", "coins", "horse", "moon",
+)
+
+
+def photo(name: str) -> Image.Image:
+    """One scikit-image sample photo as a Pillow image."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise RuntimeError(
+            "sample photos need scikit-image: pip install 'imagesim[demo]'"
+        ) from exc
+    array = getattr(data, name)()
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    return Image.fromarray(np.asarray(array, dtype=np.uint8))
+
+
+def variants(image: Image.Image) -> dict[str, Image.Image]:
+    """Near-duplicates of one image."""
+    width, height = image.size
+    return {
+        "mirror": ImageOps.mirror(image),
+        "crop": image.crop((width // 10, height // 10, width - width // 10, height - height // 10)),
+        "half": image.resize((max(1, width // 2), max(1, height // 2))),
+    }
+
+
+def write_sample_photos(folder: Path, with_variants: bool = True) -> list[Path]:
+    """Write the sample photos (and their variants) into `folder` as JPEGs; returns paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PHOTOS:
+        image = photo(name)
+        images = {name: image}
+        if with_variants:
+            images.update({f"{name}_{kind}": v for kind, v in variants(image).items()})
+        for stem, img in images.items():
+            path = folder / f"{stem}.jpg"
+            img.convert("RGB").save(path, "JPEG", quality=92)
+            written.append(path)
+    return written
