@@ -137,7 +137,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         Collection(args.shards, args.timeout) as collection,
     ):
         vector = embedder.embed(image, args.space)
-        collection.check_layout(vector.shape[0])
+        collection.check_layout(vector.shape[0], allow_missing=args.allow_partial)
         result = collection.search(
             vector, args.k, args.search_k, args.rerank, allow_partial=args.allow_partial
         )

@@ -94,15 +94,24 @@ class Collection:
     def stats(self, timeout: float | None = None) -> list[index_pb2.StatsResponse]:
         return self._all(lambda s: s.stub.Stats, index_pb2.StatsRequest(), timeout or self.timeout)
 
-    def check_layout(self, dims: int | None = None) -> tuple[int, str]:
-        """All shards must hold the same dimension and metric (and `dims`, if given)."""
-        stats = self.stats()
-        layouts = {(s.dimension, s.metric) for s in stats}
+    def check_layout(self, dims: int | None = None, allow_missing: bool = False) -> tuple[int, str]:
+        """All shards must hold the same dimension and metric (and `dims`, if given).
+
+        With `allow_missing`, shards that do not answer are left out of the check (at least
+        one must answer); otherwise the first failure is raised."""
+        answers = self._fan_out(lambda s: s.stub.Stats, index_pb2.StatsRequest(), self.timeout)
+        stats = {}
+        for address, answer in zip(self.addresses, answers, strict=True):
+            if isinstance(answer, ImagesimError):
+                if not allow_missing:
+                    raise answer
+            else:
+                stats[address] = answer
+        if not stats:
+            raise Unavailable("no shard answered: " + ", ".join(self.addresses))
+        layouts = {(s.dimension, s.metric) for s in stats.values()}
         if len(layouts) > 1:
-            described = ", ".join(
-                f"{a}: {s.dimension}-d {s.metric}"
-                for a, s in zip(self.addresses, stats, strict=True)
-            )
+            described = ", ".join(f"{a}: {s.dimension}-d {s.metric}" for a, s in stats.items())
             raise FailedPrecondition(f"the shards disagree on their layout ({described})")
         shard_dims, metric = layouts.pop()
         if dims is not None and shard_dims != dims:

@@ -60,7 +60,7 @@ class IndexClient:
         self.timeout = timeout
         self._channel = open_channel(address)
         self.stub = index_pb2_grpc.IndexStub(self._channel)
-        self.what = f"index shard {address}"
+        self.what = "index shard"
 
     def close(self) -> None:
         self._channel.close()

@@ -14,8 +14,17 @@ from PIL import Image, ImageOps
 
 # scikit-image sample images that ship inside its wheel (no download).
 PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
-    "immunohistochemistry", "camera", "coins", "horse", "moon",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "coins",
+    "horse",
+    "moon",
 )
 
 
@@ -24,9 +33,7 @@ def photo(name: str) -> Image.Image:
     try:
         from skimage import data
     except ImportError as exc:
-        raise RuntimeError(
-            "sample photos need scikit-image: pip install 'imagesim[demo]'"
-        ) from exc
+        raise RuntimeError("sample photos need scikit-image: pip install 'imagesim[demo]'") from exc
     array = getattr(data, name)()
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255

@@ -1,0 +1,128 @@
+"""The `imagesim` CLI against real servers: index a folder into two shards, query, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "imagesim.client.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def indexed(embedder_server, photos, tmp_path_factory):
+    """The test photos indexed into two shards; yields (embedder, shards, index output)."""
+    from imagesim.launch import start_index
+
+    root = tmp_path_factory.mktemp("cli-shards")
+    shards = [start_index(root / f"s{n}.log", root / f"s{n}", 2048) for n in range(2)]
+    addresses = ",".join(s.address for s in shards)
+    result = imagesim(
+        "index", str(photos), "--embedder", embedder_server.address, "--shards", addresses
+    )
+    yield embedder_server.address, addresses, result
+    for shard in shards:
+        shard.stop()
+
+
+def test_index_reports_and_skips_the_corrupt_file(indexed, photos):
+    _, _, result = indexed
+    images = len(list(photos.rglob("*.jpg"))) + len(list(photos.rglob("*.png")))
+    assert f"indexed {images - 1} of {images} images" in result.stdout
+    assert "1 skipped" in result.stdout
+    assert f"skipped {photos / 'corrupt.jpg'}: INVALID_ARGUMENT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["real/astronaut.jpg", "real/moon_crop.jpg", "generated/synthetic_3.png"]
+)
+def test_query_an_indexed_image_finds_itself_first(indexed, photos, name):
+    embedder, shards, _ = indexed
+    result = imagesim(
+        "query", str(photos / name), "--embedder", embedder, "--shards", shards, "-k", "5"
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["rank", "distance", "key"]
+    rank, distance, key = lines[1].split()
+    assert (rank, key) == ("1", str(photos / name))
+    assert float(distance) == pytest.approx(0.0, abs=1e-3)
+    assert len(lines) == 6
+
+
+def test_query_json_and_near_duplicates_rank_high(indexed, photos):
+    embedder, shards, _ = indexed
+    result = imagesim(
+        "query",
+        str(photos / "real" / "chelsea.jpg"),
+        "--embedder",
+        embedder,
+        "--shards",
+        shards,
+        "-k",
+        "4",
+        "--json",
+    )
+    hits = json.loads(result.stdout)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert hits[0]["key"] == str(photos / "real" / "chelsea.jpg")
+    assert hits[0]["distance"] == pytest.approx(0.0, abs=1e-3)
+    assert all(h["distance"] <= n["distance"] for h, n in itertools.pairwise(hits))
+    assert {h["key"].split("/")[-1] for h in hits} == {
+        "chelsea.jpg",
+        "chelsea_mirror.jpg",
+        "chelsea_crop.jpg",
+        "chelsea_half.jpg",
+    }
+    assert {h["shard"] for h in hits} <= set(shards.split(","))
+
+
+def test_stats_build_and_remove(indexed, photos):
+    embedder, shards, _ = indexed
+    rows = json.loads(imagesim("stats", "--shards", shards, "--json").stdout)
+    indexed_images = len(list(photos.rglob("*.jpg"))) + len(list(photos.rglob("*.png"))) - 1
+    assert sum(int(r["count"]) for r in rows) == indexed_images and all(r["built"] for r in rows)
+    key = str(photos / "generated" / "synthetic_0.png")
+    assert "removed 1; 0 not found" in imagesim("remove", key, "--shards", shards).stdout
+    result = imagesim("query", key, "--embedder", embedder, "--shards", shards, "--json")
+    assert key not in [h["key"] for h in json.loads(result.stdout)]
+    assert "generation 2" in imagesim("build", "--shards", shards).stdout
+
+
+def test_a_server_that_is_down_gives_one_line_naming_it(indexed, photos):
+    embedder, shards, _ = indexed
+    image = str(photos / "real" / "rocket.jpg")
+    result = imagesim("query", image, "--embedder", "127.0.0.1:1", "--shards", shards, check=False)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "UNAVAILABLE" in result.stderr and "127.0.0.1:1" in result.stderr
+    result = imagesim(
+        "query", image, "--embedder", embedder, "--shards", f"{shards},127.0.0.1:2", check=False
+    )
+    assert result.returncode == 1 and "index shard at 127.0.0.1:2" in result.stderr
+    assert result.stderr.count("\n") == 1
+    partial = imagesim(
+        "query",
+        image,
+        "--embedder",
+        embedder,
+        "--shards",
+        f"{shards},127.0.0.1:2",
+        "--allow-partial",
+        "--json",
+    )
+    assert json.loads(partial.stdout)[0]["key"] == image
+    assert "127.0.0.1:2 missing" in partial.stderr
