@@ -9,7 +9,7 @@ from pathlib import Path
 from setuptools import setup
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
-from gen_protos import generate  # noqa: E402
+from gen_protos import generate
 
 generate()
 setup()

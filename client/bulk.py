@@ -1,4 +1,4 @@
-"""Bulk indexing: a folder of images -> embedder stream -> shards, with a progress bar.
+"""Bulk work over a folder: files -> embedder stream -> shards or a vector dump.
 
 Files are read lazily as the stream asks for them, the embedder keeps a bounded window in
 flight, and vectors go to their shards in chunks, so memory stays bounded for any folder size.
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from imagesim.client.collection import Collection
@@ -36,30 +37,27 @@ def list_images(folder: Path) -> list[Path]:
 
 
 @dataclass
-class IndexReport:
-    indexed: int = 0
+class BulkReport:
+    done: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     per_shard: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def rate(self) -> float:
-        return self.indexed / self.seconds if self.seconds else 0.0
+        return self.done / self.seconds if self.seconds else 0.0
 
 
-def index_paths(
+def embed_files(
     paths: list[Path],
     embedder: EmbedderClient,
-    collection: Collection,
+    report: BulkReport,
     space: str = "full",
-    chunk_size: int = 128,
     per_image_timeout: float = 2.0,
     progress: bool = True,
-    build: bool = True,
-) -> IndexReport:
-    """Embed and add every path (key = the path as a string), then build every shard."""
-    started = time.monotonic()
-    report = IndexReport(per_shard=dict.fromkeys(collection.addresses, 0))
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, vector) for each readable, decodable file (key = the path as a string); failures
+    go to `report.failed`."""
     bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
 
     def read_files() -> Iterator[tuple[str, bytes]]:
@@ -72,16 +70,7 @@ def index_paths(
                 continue
             yield str(path), data
 
-    pending: list[list[ItemToAdd]] = [[] for _ in collection.shards]
-
-    def flush(number: int) -> None:
-        if pending[number]:
-            shard = collection.shards[number]
-            shard.add(pending[number])
-            report.per_shard[shard.address] += len(pending[number])
-            pending[number] = []
-
-    timeout = collection.timeout + per_image_timeout * len(paths)
+    timeout = embedder.timeout + per_image_timeout * len(paths)
     try:
         for embedded in embedder.embed_stream(read_files(), space, timeout=timeout):
             bar.update(1)
@@ -89,16 +78,70 @@ def index_paths(
                 report.failed.append((embedded.id, str(embedded.error)))
                 bar.set_postfix(failed=len(report.failed))
                 continue
-            number = shard_for(embedded.id, len(collection.shards))
-            pending[number].append(ItemToAdd(embedded.id, embedded.vector))
-            report.indexed += 1
-            if len(pending[number]) >= chunk_size:
-                flush(number)
-        for number in range(len(pending)):
-            flush(number)
+            yield embedded.id, embedded.vector
     finally:
         bar.close()
+
+
+class ShardWriter:
+    """Routes (key, vector) pairs to their shards and sends them in chunks."""
+
+    def __init__(self, collection: Collection, report: BulkReport, chunk_size: int = 128):
+        self.collection = collection
+        self.report = report
+        self.chunk_size = chunk_size
+        self.pending: list[list[ItemToAdd]] = [[] for _ in collection.shards]
+        for address in collection.addresses:
+            report.per_shard.setdefault(address, 0)
+
+    def add(self, key: str, vector: np.ndarray) -> None:
+        number = shard_for(key, len(self.pending))
+        self.pending[number].append(ItemToAdd(key, vector))
+        self.report.done += 1
+        if len(self.pending[number]) >= self.chunk_size:
+            self._flush(number)
+
+    def _flush(self, number: int) -> None:
+        if self.pending[number]:
+            shard = self.collection.shards[number]
+            shard.add(self.pending[number])
+            self.report.per_shard[shard.address] += len(self.pending[number])
+            self.pending[number] = []
+
+    def flush(self) -> None:
+        for number in range(len(self.pending)):
+            self._flush(number)
+
+
+def add_vectors(
+    vectors: Iterable[tuple[str, np.ndarray]],
+    collection: Collection,
+    report: BulkReport,
+    chunk_size: int = 128,
+    build: bool = True,
+) -> BulkReport:
+    """Add (key, vector) pairs to the collection, then build every shard."""
+    started = time.monotonic()
+    writer = ShardWriter(collection, report, chunk_size)
+    for key, vector in vectors:
+        writer.add(key, vector)
+    writer.flush()
     if build:
         collection.build()
-    report.seconds = time.monotonic() - started
+    report.seconds += time.monotonic() - started
     return report
+
+
+def index_paths(
+    paths: list[Path],
+    embedder: EmbedderClient,
+    collection: Collection,
+    space: str = "full",
+    chunk_size: int = 128,
+    progress: bool = True,
+    build: bool = True,
+) -> BulkReport:
+    """Embed and add every path (key = the path as a string), then build every shard."""
+    report = BulkReport()
+    vectors = embed_files(paths, embedder, report, space, progress=progress)
+    return add_vectors(vectors, collection, report, chunk_size, build)

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from imagesim.client.bulk import index_paths, list_images
+from imagesim.client.bulk import BulkReport, add_vectors, index_paths, list_images
 from imagesim.client.collection import Collection
+from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.rpc import DEFAULT_TIMEOUT
 from imagesim.errors import ImagesimError
@@ -59,7 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, embedding],
         help="embed every image under DIR and add it to the shards",
     )
-    index.add_argument("folder", type=Path, metavar="DIR")
+    index.add_argument(
+        "folder", type=Path, metavar="DIR", nargs="?", help="folder of images (or give --from-dump)"
+    )
+    index.add_argument(
+        "--from-dump",
+        type=Path,
+        metavar="NPZ",
+        help="add the vectors of a dump (`imagesim dump`) instead of embedding",
+    )
     index.add_argument(
         "--chunk-size", type=int, default=128, help="items per Add call to a shard (default 128)"
     )
@@ -88,6 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--json", action="store_true", help="print JSON")
 
+    dump = commands.add_parser(
+        "dump", parents=[embedding], help="embed a folder once into a vector dump (.npz)"
+    )
+    dump.add_argument("folder", type=Path, metavar="DIR")
+    dump.add_argument("--out", type=Path, required=True, help="the dump file (.npz)")
+    dump.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    dump.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    reducer = commands.add_parser("reducer", help="train or evaluate a 256-d reduction")
+    reducer_commands = reducer.add_subparsers(dest="reducer_command", required=True)
+    train = reducer_commands.add_parser("train", help="train a reducer on a dump")
+    train.add_argument("dump", type=Path, metavar="NPZ")
+    train.add_argument("--method", choices=["pca", "autoencoder"], required=True)
+    train.add_argument("--dims", type=int, default=256, help="output dimension (default 256)")
+    train.add_argument(
+        "--whiten", action="store_true", help="PCA: scale components to unit variance"
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=200,
+        help="autoencoder: most epochs (early stopping usually ends sooner)",
+    )
+    train.add_argument("--out", type=Path, required=True, help="directory for the reducer")
+    evaluate = reducer_commands.add_parser(
+        "eval", help="neighbour recall, Annoy recall and latency of each reduced space"
+    )
+    evaluate.add_argument("dump", type=Path, metavar="NPZ")
+    evaluate.add_argument("reducers", type=Path, nargs="+", metavar="REDUCER_DIR")
+    evaluate.add_argument("-k", type=int, default=10)
+    evaluate.add_argument("--queries", type=int, default=500, help="held-out queries at most")
+    evaluate.add_argument("--trees", type=int, default=50, help="Annoy trees per space")
+
     build = commands.add_parser("build", parents=[common], help="build every shard's index")
     build.add_argument("--trees", type=int, default=0, help="trees (default: each shard's)")
     stats = commands.add_parser("stats", parents=[common], help="counts and layout per shard")
@@ -98,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    if not args.folder.is_dir():
-        raise ImagesimError(f"{args.folder} is not a directory")
+    if args.from_dump is not None:
+        return index_dump(args)
+    if args.folder is None or not args.folder.is_dir():
+        raise ImagesimError(f"{args.folder} is not a directory (or give --from-dump)")
     paths = list_images(args.folder)
     if not paths:
         raise ImagesimError(f"no image files under {args.folder}")
@@ -117,13 +161,80 @@ def cmd_index(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             build=not args.no_build,
         )
+    print_report(report, "indexed", len(paths))
+    return 0
+
+
+def index_dump(args: argparse.Namespace) -> int:
+    dump = VectorDump.load(args.from_dump)
+    with Collection(args.shards, args.timeout) as collection:
+        collection.check_layout(dump.dims)
+        report = add_vectors(
+            zip(dump.keys, dump.vectors, strict=True),
+            collection,
+            BulkReport(),
+            args.chunk_size,
+            build=not args.no_build,
+        )
+    print_report(report, "indexed", len(dump.keys))
+    return 0
+
+
+def print_report(report: BulkReport, done: str, total: int) -> None:
     for path, reason in report.failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    shards = ", ".join(f"{a}: {n}" for a, n in report.per_shard.items())
+    shards = ", ".join(f"{address}: {n}" for address, n in report.per_shard.items())
+    shards = f"; per shard: {shards}" if shards else ""
     print(
-        f"indexed {report.indexed} of {len(paths)} images in {report.seconds:.1f} s "
-        f"({report.rate:.1f} img/s); {len(report.failed)} skipped; per shard: {shards}"
+        f"{done} {report.done} of {total} images in {report.seconds:.1f} s "
+        f"({report.rate:.1f} img/s); {len(report.failed)} skipped{shards}"
     )
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        raise ImagesimError(f"{args.folder} is not a directory")
+    with EmbedderClient(args.embedder, args.timeout) as embedder:
+        dump, report, known = dump_folder(
+            args.folder, embedder, args.out, args.space, progress=not args.quiet
+        )
+    print_report(report, "embedded", report.done + len(report.failed))
+    print(
+        f"{args.out}: {len(dump.keys)} vectors ({dump.dims}-d {dump.space}; "
+        f"{known} were already there)"
+    )
+    return 0
+
+
+def cmd_reducer(args: argparse.Namespace) -> int:
+    from imagesim.embedder_server.reducer import Reducer, train_autoencoder, train_pca
+    from imagesim.embedder_server.reducer_eval import evaluate, format_table, holdout_mask
+
+    dump = VectorDump.load(args.dump)
+    if args.reducer_command == "train":
+        training = dump.vectors[~holdout_mask(dump.keys)]
+        if args.method == "pca":
+            reducer = train_pca(training, args.dims, dump.model_fingerprint, whiten=args.whiten)
+        else:
+            try:
+                reducer = train_autoencoder(
+                    training, args.dims, dump.model_fingerprint, save_to=args.out
+                )
+            except ImportError as exc:
+                raise ImagesimError(
+                    f"the autoencoder needs Keras: pip install 'imagesim[embedder]' ({exc})"
+                ) from None
+        reducer.save(args.out)
+        print(f"{args.out}: {reducer.description}; metrics {reducer.spec.metrics}")
+        return 0
+    reducers = {}
+    for directory in args.reducers:
+        reducer = Reducer.load(directory)
+        reducer.check_compatible(dump.dims, dump.model_fingerprint)
+        reducers[f"{directory.name} ({reducer.spec.method})"] = reducer
+    reports = evaluate(dump.keys, dump.vectors, reducers, args.k, args.queries, args.trees)
+    queries = min(int(holdout_mask(dump.keys).sum()), args.queries)
+    print(format_table(reports, args.k, queries))
     return 0
 
 
@@ -200,6 +311,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "index": cmd_index,
+    "dump": cmd_dump,
+    "reducer": cmd_reducer,
     "query": cmd_query,
     "build": cmd_build,
     "stats": cmd_stats,

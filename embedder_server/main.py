@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from imagesim.serving.server import GrpcServer
 from imagesim.serving.settings import (
@@ -62,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=float(env("max_image_mb", 32)),  # type: ignore[arg-type]
         help="largest accepted image file, MiB (default 32)",
     )
+    model.add_argument(
+        "--reducer",
+        type=Path,
+        default=env("reducer", None),
+        help="directory of a reducer (`imagesim reducer train`): also serve the reduced space",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     # Heavy imports after argument parsing, so --help is instant.
     from imagesim.embedder_server.batcher import AdaptiveBatcher
     from imagesim.embedder_server.embedder import Embedder
-    from imagesim.embedder_server.model import InceptionFeatures, WeightsUnavailable
+    from imagesim.embedder_server.model import InceptionFeatures
     from imagesim.embedder_server.preprocess import ImageLimits
     from imagesim.embedder_server.servicer import EmbedderServicer
+    from imagesim.errors import ImagesimError
     from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
     servicer = EmbedderServicer()
@@ -86,14 +94,26 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     try:
         features = InceptionFeatures(args.weights, args.precision)
-    except WeightsUnavailable as exc:
+    except ImagesimError as exc:  # WeightsUnavailable: the message says how to fix it
         log.error("%s", exc.message)
         server.stop()
         sys.exit(2)
+    reducer = None
+    if args.reducer is not None:
+        from imagesim.embedder_server.reducer import Reducer
+
+        try:
+            reducer = Reducer.load(args.reducer)
+            reducer.check_compatible(features.info.dimension, features.info.fingerprint)
+        except ImagesimError as exc:
+            log.error("refusing reducer %s: %s", args.reducer, exc.message)
+            server.stop()
+            sys.exit(2)
+        log.info("reduced space: %s", reducer.description)
     batcher = AdaptiveBatcher(features, args.max_batch_size, args.max_batch_time_ms / 1000.0)
     features.warm_up(tuple(sorted({1, args.max_batch_size})))
     limits = ImageLimits(max_bytes=int(args.max_image_mb * MiB))
-    servicer.attach(Embedder(features, batcher, limits))
+    servicer.attach(Embedder(features, batcher, limits, reducer))
     server.on_stop(batcher.close)
     server.on_stop(servicer.close)
     server.set_serving()
