@@ -304,6 +304,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
+        collection.check_layout()
         removed, missing = collection.remove(args.keys)
     print(f"removed {removed}; {missing} not found")
     return 0

@@ -95,7 +95,8 @@ class Collection:
         return self._all(lambda s: s.stub.Stats, index_pb2.StatsRequest(), timeout or self.timeout)
 
     def check_layout(self, dims: int | None = None, allow_missing: bool = False) -> tuple[int, str]:
-        """All shards must hold the same dimension and metric (and `dims`, if given).
+        """All shards must hold the same dimension and metric (and `dims`, if given), and a
+        shard that recorded its place in the collection must be listed at that place.
 
         With `allow_missing`, shards that do not answer are left out of the check (at least
         one must answer); otherwise the first failure is raised."""
@@ -109,6 +110,20 @@ class Collection:
                 stats[address] = answer
         if not stats:
             raise Unavailable("no shard answered: " + ", ".join(self.addresses))
+        for position, address in enumerate(self.addresses):
+            recorded = stats.get(address)
+            if (
+                recorded is not None
+                and recorded.shard_count
+                and (
+                    (recorded.shard_index, recorded.shard_count) != (position, len(self.addresses))
+                )
+            ):
+                raise FailedPrecondition(
+                    f"shard {address} is recorded as shard {recorded.shard_index} of "
+                    f"{recorded.shard_count}, but the shard list puts it at position {position} "
+                    f"of {len(self.addresses)}: keys would be routed to the wrong shards"
+                )
         layouts = {(s.dimension, s.metric) for s in stats.values()}
         if len(layouts) > 1:
             described = ", ".join(f"{a}: {s.dimension}-d {s.metric}" for a, s in stats.items())

@@ -65,3 +65,29 @@ def write_sample_photos(folder: Path, with_variants: bool = True) -> list[Path]:
             img.convert("RGB").save(path, "JPEG", quality=92)
             written.append(path)
     return written
+
+
+def write_photo_crops(
+    folder: Path, count: int, seed: int = 0, size: tuple[int, int] = (500, 375)
+) -> list[Path]:
+    """`count` distinct real-photo images: random crops (10-60% of the side), flips and
+    rotations of the sample photos, resized to `size` like a mirflickr photo."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sources = [photo(name).convert("RGB") for name in PHOTOS]
+    written = []
+    for n in range(count):
+        source = sources[int(rng.integers(len(sources)))]
+        width, height = source.size
+        side = rng.uniform(0.1, 0.6)
+        w, h = max(8, int(width * side)), max(8, int(height * side))
+        x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        crop = source.crop((x, y, x + w, y + h))
+        if rng.random() < 0.5:
+            crop = ImageOps.mirror(crop)
+        crop = crop.rotate(float(rng.choice([0, 90, 180, 270])), expand=True).resize(size)
+        path = folder / f"crop_{n:05d}.jpg"
+        crop.save(path, "JPEG", quality=90)
+        written.append(path)
+    return written

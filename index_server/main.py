@@ -65,7 +65,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="build in the background once this many items are staged or "
         "removed since the last build (default 20000; 0 = only on request)",
     )
+    shard.add_argument(
+        "--shard",
+        type=shard_place,
+        default=env("shard", None),
+        metavar="I/N",
+        help="record this shard as number I (from 0) of N in its collection; clients then "
+        "refuse a shard list that puts it elsewhere",
+    )
     return parser.parse_args(argv)
+
+
+def shard_place(value: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), not {value!r}") from None
+    return index, count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     server.install_signal_handlers()
     server.start()
     try:
-        shard = Shard(ShardConfig(args.data, args.dims, args.metric, args.trees, args.auto_build))
+        shard = Shard(
+            ShardConfig(args.data, args.dims, args.metric, args.trees, args.auto_build, args.shard)
+        )
     except ImagesimError as exc:
         log.error("%s", exc.message)
         server.stop()

@@ -100,4 +100,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             last_build_time=s.last_build_time,
             last_build_seconds=s.last_build_seconds,
             building=s.building,
+            shard_index=s.shard_index,
+            shard_count=s.shard_count,
         )

@@ -41,6 +41,7 @@ class ShardConfig:
     metric: str = "angular"
     trees: int = 100
     auto_build: int = 20_000  # build in the background once staged + hidden reach this; 0 = off
+    shard: tuple[int, int] | None = None  # (index, count) in the collection, if recorded
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class ShardStats:
     last_build_time: float
     last_build_seconds: float
     building: bool
+    shard_index: int
+    shard_count: int
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Shard:
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = ItemStore(self.data_dir / "items.sqlite3")
-        self.dims, self.metric = self._check_layout(config)
+        self.dims, self.metric, self.place = self._check_layout(config)
         self.trees = config.trees
         self.auto_build = config.auto_build
         self._lock = threading.Lock()  # guards the in-memory state below
@@ -111,24 +114,39 @@ class Shard:
             self.metric,
         )
 
-    def _check_layout(self, config: ShardConfig) -> tuple[int, str]:
-        """The shard's dims and metric are fixed at creation; a restart must agree."""
+    def _check_layout(self, config: ShardConfig) -> tuple[int, str, tuple[int, int]]:
+        """The shard's dims, metric and place in the collection are fixed at creation; a
+        restart must agree (the place may be recorded later if it never was)."""
         metric = check_metric(config.metric)
+        if config.shard is not None:
+            index, count = config.shard
+            if not 0 <= index < count:
+                raise FailedPrecondition(f"shard {index}/{count}: need 0 <= index < count")
         layout = self.store.layout()
         if "dims" not in layout:
             if config.dims is None or config.dims <= 0:
                 raise FailedPrecondition(
                     f"{self.data_dir} holds no shard yet: give --dims (e.g. 2048) to create one"
                 )
-            self.store.set_layout({"dims": str(config.dims), "metric": metric})
-            return config.dims, metric
-        dims, stored_metric = int(layout["dims"]), layout["metric"]
-        if (config.dims not in (None, dims)) or stored_metric != metric:
-            raise FailedPrecondition(
-                f"{self.data_dir} holds a {dims}-d {stored_metric} shard; it cannot be served as "
-                f"{config.dims}-d {metric} (use another --data directory)"
-            )
-        return dims, metric
+            dims = config.dims
+            self.store.set_layout({"dims": str(dims), "metric": metric})
+        else:
+            dims, stored_metric = int(layout["dims"]), layout["metric"]
+            if (config.dims not in (None, dims)) or stored_metric != metric:
+                raise FailedPrecondition(
+                    f"{self.data_dir} holds a {dims}-d {stored_metric} shard; it cannot be served "
+                    f"as {config.dims}-d {metric} (use another --data directory)"
+                )
+        place = (int(layout.get("shard_index", 0)), int(layout.get("shard_count", 0)))
+        if config.shard is not None and place != config.shard:
+            if place[1]:
+                raise FailedPrecondition(
+                    f"{self.data_dir} is shard {place[0]}/{place[1]}; it cannot be served as "
+                    f"shard {config.shard[0]}/{config.shard[1]}"
+                )
+            place = config.shard
+            self.store.set_layout({"shard_index": str(place[0]), "shard_count": str(place[1])})
+        return dims, metric, place
 
     def _make_view(self, generation: Generation | None) -> _View:
         if generation is None:
@@ -317,4 +335,6 @@ class Shard:
             last_build_time=generation.built_at if generation else 0.0,
             last_build_seconds=generation.build_seconds if generation else 0.0,
             building=self._building,
+            shard_index=self.place[0],
+            shard_count=self.place[1],
         )
