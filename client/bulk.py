@@ -7,13 +7,18 @@ An unreadable or undecodable file is reported and skipped, never fatal.
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imagesim.client.collection import Collection
@@ -40,6 +45,7 @@ def list_images(folder: Path) -> list[Path]:
 class BulkReport:
     done: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    already: int = 0  # skipped because a previous run had done them
     per_shard: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -48,31 +54,83 @@ class BulkReport:
         return self.done / self.seconds if self.seconds else 0.0
 
 
+def read_image_file(path: Path) -> bytes:
+    """The file's bytes, if it looks like an image (header only; the embedder decodes it).
+
+    Raises ValueError with a reason otherwise, so a bad file never costs a round trip."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.size  # noqa: B018 - parsing the header is the check
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from None
+    return data
+
+
+def read_ahead(
+    paths: list[Path], workers: int, lookahead: int
+) -> Iterator[tuple[Path, bytes | None, str | None]]:
+    """(path, bytes, None) or (path, None, reason) in order; files are read and checked by
+    `workers` threads, at most `lookahead` ahead of the consumer (bounded memory)."""
+
+    def load(path: Path) -> tuple[bytes | None, str | None]:
+        try:
+            return read_image_file(path), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="read") as pool:
+        queued: deque[tuple[Path, Future]] = deque()
+        remaining = iter(paths)
+        for path in remaining:
+            queued.append((path, pool.submit(load, path)))
+            if len(queued) >= lookahead:
+                break
+        while queued:
+            path, future = queued.popleft()
+            next_path = next(remaining, None)
+            if next_path is not None:
+                queued.append((next_path, pool.submit(load, next_path)))
+            data, reason = future.result()
+            yield path, data, reason
+
+
 def embed_files(
     paths: list[Path],
     embedder: EmbedderClient,
     report: BulkReport,
     space: str = "full",
+    in_flight: int = 128,
+    readers: int = 4,
     per_image_timeout: float = 2.0,
     progress: bool = True,
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, vector) for each readable, decodable file (key = the path as a string); failures
-    go to `report.failed`."""
+    """(key, vector) for each readable, decodable file (key = the path as a string), in order;
+    failures go to `report.failed`. At most `in_flight` images are sent and unanswered."""
     bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
+    slots = threading.Semaphore(in_flight)
+    finished = threading.Event()
 
-    def read_files() -> Iterator[tuple[str, bytes]]:
-        for path in paths:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                report.failed.append((str(path), f"cannot read: {exc.strerror or exc}"))
+    def requests() -> Iterator[tuple[str, bytes]]:
+        for path, data, reason in read_ahead(paths, readers, 2 * in_flight):
+            if data is None:
+                report.failed.append((str(path), str(reason)))
                 bar.update(1)
                 continue
+            while not slots.acquire(timeout=0.5):
+                if finished.is_set():
+                    return
             yield str(path), data
 
     timeout = embedder.timeout + per_image_timeout * len(paths)
     try:
-        for embedded in embedder.embed_stream(read_files(), space, timeout=timeout):
+        for embedded in embedder.embed_stream(requests(), space, timeout=timeout):
+            slots.release()
             bar.update(1)
             if embedded.error is not None or embedded.vector is None:
                 report.failed.append((embedded.id, str(embedded.error)))
@@ -80,6 +138,7 @@ def embed_files(
                 continue
             yield embedded.id, embedded.vector
     finally:
+        finished.set()
         bar.close()
 
 
@@ -132,6 +191,13 @@ def add_vectors(
     return report
 
 
+def write_failures(report: BulkReport, path: Path) -> None:
+    """The failed files, one `path<TAB>reason` line each."""
+    with open(path, "w") as f:
+        for failed, reason in report.failed:
+            f.write(f"{failed}\t{reason}\n")
+
+
 def index_paths(
     paths: list[Path],
     embedder: EmbedderClient,
@@ -140,8 +206,16 @@ def index_paths(
     chunk_size: int = 128,
     progress: bool = True,
     build: bool = True,
+    resume: bool = True,
 ) -> BulkReport:
-    """Embed and add every path (key = the path as a string), then build every shard."""
+    """Embed and add every path (key = the path as a string), then build every shard.
+
+    With `resume`, paths whose key a shard already holds are skipped, so an interrupted run
+    picks up where it stopped."""
     report = BulkReport()
+    if resume:
+        todo = set(collection.missing(str(p) for p in paths))
+        report.already = len(paths) - len(todo)
+        paths = [p for p in paths if str(p) in todo]
     vectors = embed_files(paths, embedder, report, space, progress=progress)
     return add_vectors(vectors, collection, report, chunk_size, build)

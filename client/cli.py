@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from imagesim.client.bulk import BulkReport, add_vectors, index_paths, list_images
+from imagesim.client.bulk import (
+    BulkReport,
+    add_vectors,
+    index_paths,
+    list_images,
+    write_failures,
+)
 from imagesim.client.collection import Collection
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
@@ -78,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the new items staged (searched exactly) instead of building",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.add_argument(
+        "--reindex",
+        action="store_true",
+        help="embed every file again (default: skip keys the shards hold, so an "
+        "interrupted run resumes)",
+    )
+    index.add_argument(
+        "--report",
+        type=Path,
+        default=Path("imagesim-failed.tsv"),
+        help="where to list failed files (default imagesim-failed.tsv)",
+    )
 
     query = commands.add_parser(
         "query", parents=[common, embedding], help="the indexed images most similar to IMAGE"
@@ -104,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument("--out", type=Path, required=True, help="the dump file (.npz)")
     dump.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     dump.add_argument("--quiet", action="store_true", help="no progress bar")
+    dump.add_argument(
+        "--report",
+        type=Path,
+        default=Path("imagesim-failed.tsv"),
+        help="where to list failed files (default imagesim-failed.tsv)",
+    )
 
     reducer = commands.add_parser("reducer", help="train or evaluate a 256-d reduction")
     reducer_commands = reducer.add_subparsers(dest="reducer_command", required=True)
@@ -160,8 +184,9 @@ def cmd_index(args: argparse.Namespace) -> int:
             args.chunk_size,
             progress=not args.quiet,
             build=not args.no_build,
+            resume=not args.reindex,
         )
-    print_report(report, "indexed", len(paths))
+    print_report(report, "indexed", len(paths), args.report)
     return 0
 
 
@@ -180,9 +205,16 @@ def index_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_report(report: BulkReport, done: str, total: int) -> None:
-    for path, reason in report.failed:
+def print_report(report: BulkReport, done: str, total: int, failures: Path | None = None) -> None:
+    for path, reason in report.failed[:20]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"... and {len(report.failed) - 20} more", file=sys.stderr)
+    if report.failed and failures is not None:
+        write_failures(report, failures)
+        print(f"failed files listed in {failures}", file=sys.stderr)
+    if report.already:
+        print(f"{report.already} images were already done (previous run)")
     shards = ", ".join(f"{address}: {n}" for address, n in report.per_shard.items())
     shards = f"; per shard: {shards}" if shards else ""
     print(
@@ -195,14 +227,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         raise ImagesimError(f"{args.folder} is not a directory")
     with EmbedderClient(args.embedder, args.timeout) as embedder:
-        dump, report, known = dump_folder(
+        dump, report = dump_folder(
             args.folder, embedder, args.out, args.space, progress=not args.quiet
         )
-    print_report(report, "embedded", report.done + len(report.failed))
-    print(
-        f"{args.out}: {len(dump.keys)} vectors ({dump.dims}-d {dump.space}; "
-        f"{known} were already there)"
-    )
+    print_report(report, "embedded", report.done + len(report.failed), args.report)
+    print(f"{args.out}: {len(dump.keys)} vectors ({dump.dims}-d {dump.space})")
     return 0
 
 

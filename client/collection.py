@@ -145,6 +145,20 @@ class Collection:
             self.shards[number].add(batch, timeout)
         return sum(len(b) for b in by_shard.values())
 
+    def missing(self, keys: Iterable[str], chunk: int = 2000) -> list[str]:
+        """The keys no shard holds yet (each key is asked of its own shard), in order."""
+        keys = list(keys)
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            by_shard[shard_for(key, len(self.shards))].append(key)
+        present: set[str] = set()
+        for number, shard_keys in by_shard.items():
+            for start in range(0, len(shard_keys), chunk):
+                batch = shard_keys[start : start + chunk]
+                flags = self.shards[number].contains(batch)
+                present.update(k for k, here in zip(batch, flags, strict=True) if here)
+        return [k for k in keys if k not in present]
+
     def remove(self, keys: Iterable[str], timeout: float | None = None) -> tuple[int, int]:
         """Returns (removed, missing)."""
         by_shard: dict[int, list[str]] = defaultdict(list)

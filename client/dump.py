@@ -65,10 +65,10 @@ def dump_folder(
     out: Path,
     space: str = "full",
     progress: bool = True,
-) -> tuple[VectorDump, BulkReport, int]:
-    """Embed the images under `folder` not yet in `out` and save the grown dump.
-
-    Returns (dump, report of this run, images already in the dump)."""
+    checkpoint_seconds: float = 60.0,
+) -> tuple[VectorDump, BulkReport]:
+    """Embed the images under `folder` not yet in `out` and save the grown dump (also every
+    `checkpoint_seconds`, atomically). Returns the dump and this run's report."""
     started = time.monotonic()
     fingerprint = embedder.info().model_fingerprint
     dims = embedder.dimension(space)
@@ -83,17 +83,27 @@ def dump_folder(
         dump = VectorDump([], np.empty((0, dims), dtype=np.float32), fingerprint, space)
     known = set(dump.keys)
     paths = [p for p in list_images(folder) if str(p) not in known]
-    report = BulkReport()
-    keys, vectors = [], []
+    report = BulkReport(already=len(known))
+    keys: list[str] = []
+    vectors: list[np.ndarray] = []
+    saved_at = time.monotonic()
+
+    def grown() -> VectorDump:
+        if not keys:
+            return dump
+        stacked = np.concatenate([dump.vectors, np.stack(vectors)])
+        return VectorDump(dump.keys + keys, stacked, fingerprint, space)
+
     for key, vector in embed_files(paths, embedder, report, space, progress=progress):
         keys.append(key)
         vectors.append(vector)
         report.done += 1
-    if keys:
-        dump = VectorDump(
-            dump.keys + keys, np.concatenate([dump.vectors, np.stack(vectors)]), fingerprint, space
-        )
+        if time.monotonic() - saved_at > checkpoint_seconds:  # an interruption loses little
+            dump = grown()
+            dump.save(out)
+            keys, vectors, saved_at = [], [], time.monotonic()
     if keys or not out.exists():
+        dump = grown()
         dump.save(out)
     report.seconds = time.monotonic() - started
-    return dump, report, len(known)
+    return dump, report

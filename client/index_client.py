@@ -103,5 +103,9 @@ class IndexClient:
     def get(self, key: str, timeout: float | None = None) -> index_pb2.Item:
         return self._call(self.stub.Get, index_pb2.GetRequest(key=key), timeout)
 
+    def contains(self, keys: list[str], timeout: float | None = None) -> list[bool]:
+        reply = self._call(self.stub.Contains, index_pb2.ContainsRequest(keys=keys), timeout)
+        return list(reply.present)
+
     def stats(self, timeout: float | None = None) -> index_pb2.StatsResponse:
         return self._call(self.stub.Stats, index_pb2.StatsRequest(), timeout)

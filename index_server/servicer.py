@@ -84,6 +84,10 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         return index_pb2.Item(key=item.key, vector=item.vector.tolist(), metadata=item.metadata)
 
     @map_errors
+    def Contains(self, request: index_pb2.ContainsRequest, context: grpc.ServicerContext):
+        return index_pb2.ContainsResponse(present=self.shard.contains(list(request.keys)))
+
+    @map_errors
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext):
         s = self.shard.stats()
         return index_pb2.StatsResponse(

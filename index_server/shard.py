@@ -317,6 +317,10 @@ class Shard:
             raise NotFound(f"no item with key {key!r} in this shard")
         return item
 
+    def contains(self, keys: list[str]) -> list[bool]:
+        with self._lock:
+            return [key in self._live for key in keys]
+
     def stats(self) -> ShardStats:
         with self._lock:
             view, staged, count = self._view, len(self._staging), len(self._live)

@@ -36,7 +36,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "generated").mkdir()
     for seed in range(6):
         synthetic_image(seed).save(folder / "generated" / f"synthetic_{seed}.png")
+    # Two bad files: one the client's header check rejects, one only the embedder can reject.
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    whole = jpeg_bytes(synthetic_image(99))
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "notes.txt").write_text("not an image: ignored by extension")
     return folder
 

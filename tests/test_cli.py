@@ -24,34 +24,66 @@ def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def indexed(embedder_server, photos, tmp_path_factory):
-    """The test photos indexed into two shards; yields (embedder, shards, index output)."""
+    """The test photos indexed into two shards: (embedder, shards, index output, work dir)."""
     from imagesim.launch import start_index
 
     root = tmp_path_factory.mktemp("cli-shards")
     shards = [start_index(root / f"s{n}.log", root / f"s{n}", 2048) for n in range(2)]
     addresses = ",".join(s.address for s in shards)
     result = imagesim(
-        "index", str(photos), "--embedder", embedder_server.address, "--shards", addresses
+        "index",
+        str(photos),
+        "--embedder",
+        embedder_server.address,
+        "--shards",
+        addresses,
+        "--report",
+        str(root / "failed.tsv"),
     )
-    yield embedder_server.address, addresses, result
+    yield embedder_server.address, addresses, result, root
     for shard in shards:
         shard.stop()
 
 
-def test_index_reports_and_skips_the_corrupt_file(indexed, photos):
-    _, _, result = indexed
-    images = len(list(photos.rglob("*.jpg"))) + len(list(photos.rglob("*.png")))
-    assert f"indexed {images - 1} of {images} images" in result.stdout
-    assert "1 skipped" in result.stdout
-    assert f"skipped {photos / 'corrupt.jpg'}: INVALID_ARGUMENT" in result.stderr
+def image_count(photos) -> int:
+    return len(list(photos.rglob("*.jpg"))) + len(list(photos.rglob("*.png")))
+
+
+def test_index_reports_and_skips_bad_files(indexed, photos):
+    *_, result, root = indexed
+    images = image_count(photos)
+    assert f"indexed {images - 2} of {images} images" in result.stdout
+    assert "2 skipped" in result.stdout
+    assert f"skipped {photos / 'corrupt.jpg'}: not a readable image" in result.stderr
+    assert f"skipped {photos / 'truncated.jpg'}: INVALID_ARGUMENT" in result.stderr
     assert "Traceback" not in result.stderr
+    failed = dict(line.split("\t") for line in (root / "failed.tsv").read_text().splitlines())
+    assert set(failed) == {str(photos / "corrupt.jpg"), str(photos / "truncated.jpg")}
+
+
+def test_rerun_resumes_and_embeds_only_what_is_missing(indexed, photos, tmp_path):
+    embedder, shards, *_ = indexed
+    result = imagesim(
+        "index",
+        str(photos),
+        "--embedder",
+        embedder,
+        "--shards",
+        shards,
+        "--no-build",
+        "--report",
+        str(tmp_path / "f.tsv"),
+    )
+    images = image_count(photos)
+    assert f"{images - 2} images were already done" in result.stdout
+    assert f"indexed 0 of {images} images" in result.stdout
 
 
 @pytest.mark.parametrize(
     "name", ["real/astronaut.jpg", "real/moon_crop.jpg", "generated/synthetic_3.png"]
 )
 def test_query_an_indexed_image_finds_itself_first(indexed, photos, name):
-    embedder, shards, _ = indexed
+    embedder, shards, *_ = indexed
     result = imagesim(
         "query", str(photos / name), "--embedder", embedder, "--shards", shards, "-k", "5"
     )
@@ -64,7 +96,7 @@ def test_query_an_indexed_image_finds_itself_first(indexed, photos, name):
 
 
 def test_query_json_and_near_duplicates_rank_high(indexed, photos):
-    embedder, shards, _ = indexed
+    embedder, shards, *_ = indexed
     result = imagesim(
         "query",
         str(photos / "real" / "chelsea.jpg"),
@@ -91,9 +123,9 @@ def test_query_json_and_near_duplicates_rank_high(indexed, photos):
 
 
 def test_stats_build_and_remove(indexed, photos):
-    embedder, shards, _ = indexed
+    embedder, shards, *_ = indexed
     rows = json.loads(imagesim("stats", "--shards", shards, "--json").stdout)
-    indexed_images = len(list(photos.rglob("*.jpg"))) + len(list(photos.rglob("*.png"))) - 1
+    indexed_images = image_count(photos) - 2
     assert sum(int(r["count"]) for r in rows) == indexed_images and all(r["built"] for r in rows)
     key = str(photos / "generated" / "synthetic_0.png")
     assert "removed 1; 0 not found" in imagesim("remove", key, "--shards", shards).stdout
@@ -103,7 +135,7 @@ def test_stats_build_and_remove(indexed, photos):
 
 
 def test_a_server_that_is_down_gives_one_line_naming_it(indexed, photos):
-    embedder, shards, _ = indexed
+    embedder, shards, *_ = indexed
     image = str(photos / "real" / "rocket.jpg")
     result = imagesim("query", image, "--embedder", "127.0.0.1:1", "--shards", shards, check=False)
     assert result.returncode == 1

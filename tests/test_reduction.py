@@ -42,7 +42,7 @@ def dump(embedder_server, photos, tmp_path_factory):
     first = imagesim(
         "dump", str(folder), "--embedder", embedder_server.address, "--out", str(out), "--quiet"
     )
-    assert "(2048-d full; 0 were already there)" in first.stdout
+    assert "(2048-d full)" in first.stdout and "already done" not in first.stdout
     before = VectorDump.load(out)
     for seed in range(26, 30):  # the folder grows
         synthetic_image(seed).save(folder / f"gen_{seed}.png")
@@ -64,6 +64,7 @@ def test_dump_round_trip_and_incremental_rerun(dump, embedder):
     before, after = dump["before"], VectorDump.load(dump["out"])
     assert len(before.keys) == 60 and before.vectors.shape == (60, 2048)
     assert "embedded 4 of 5 images" in dump["second"].stdout  # only the new files
+    assert "60 images were already done" in dump["second"].stdout
     assert "broken.png" in dump["second"].stderr
     assert len(after.keys) == 64 and after.keys[:60] == before.keys
     np.testing.assert_array_equal(after.vectors[:60], before.vectors)
