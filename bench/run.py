@@ -72,7 +72,9 @@ class Bench:
         print(message, flush=True)
 
     # ---- (1) embedding ------------------------------------------------------------------
-    def raw_model(self, precision: str) -> dict:
+    def embed_rounds(self, precision: str) -> dict:
+        """Raw model and server measured in alternation, so drift on a noisy machine hits
+        both sides of each ratio alike; ratios are medians of per-round ratios."""
         from imagesim.embedder_server.model import InceptionFeatures
         from imagesim.embedder_server.preprocess import ImageLimits, preprocess
 
@@ -80,18 +82,29 @@ class Bench:
         batch = np.stack([preprocess(d, (299, 299), ImageLimits()) for d in self.jpegs])
         bs = min(32, len(batch))
         model.warm_up((1, bs))
-        rounds = 1 if self.quick else 3
-        started = time.perf_counter()
-        for _ in range(rounds):
-            for start in range(0, len(batch) - bs + 1, bs):
-                model(batch[start : start + bs])
-        per_batch = (len(batch) // bs) * bs * rounds
-        raw = per_batch / (time.perf_counter() - started)
-        bs1 = []
-        for x in batch[: 4 if self.quick else 24]:
-            t = time.perf_counter()
-            model(x[None])
-            bs1.append(time.perf_counter() - t)
+        server = start_embedder(
+            self.work / f"embedder-{precision}.log", "--weights", "none", "--precision", precision
+        )
+        runs: dict[str, list[float]] = {"raw": [], "one": [], "eight": [], "dump": []}
+        try:
+            with EmbedderClient(server.address, timeout=300) as client:
+                client.embed(self.jpegs[0])
+                for _ in range(1 if self.quick else 3):
+                    started = time.perf_counter()
+                    for start in range(0, len(batch) - bs + 1, bs):
+                        model(batch[start : start + bs])
+                    runs["raw"].append((len(batch) // bs) * bs / (time.perf_counter() - started))
+                    runs["one"].append(self._concurrent(client, 1))
+                    runs["eight"].append(self._concurrent(client, 8))
+                    started = time.perf_counter()
+                    with tempfile.TemporaryDirectory() as tmp:
+                        _, report = dump_folder(
+                            self.paths[0].parent, client, Path(tmp) / "v.npz", progress=False
+                        )
+                    runs["dump"].append(report.done / (time.perf_counter() - started))
+            rss = rss_mb(server)
+        finally:
+            server.stop()
         predict_n = 4 if self.quick else 32
         model._model.predict(batch[:1], verbose=0)
         started = time.perf_counter()
@@ -99,40 +112,26 @@ class Bench:
             model._model.predict(x[None], verbose=0)
         predict = predict_n / (time.perf_counter() - started)
         self.vectors[precision] = model(batch)
+
+        def ratio(name: str) -> float:
+            return statistics.median(a / b for a, b in zip(runs[name], runs["raw"], strict=True))
+
         return {
-            "raw_bs32_img_s": raw,
-            "bare_bs1_p50_ms": percentile(bs1, 50) * 1000,
+            "raw_bs32_img_s": statistics.median(runs["raw"]),
             "predict_loop_img_s": predict,
+            "grpc_1_client_img_s": statistics.median(runs["one"]),
+            "grpc_8_clients_img_s": statistics.median(runs["eight"]),
+            "bulk_dump_img_s": statistics.median(runs["dump"]),
+            "ratio_1_client_vs_raw": ratio("one"),
+            "ratio_8_clients_vs_raw": ratio("eight"),
+            "ratio_dump_vs_raw": ratio("dump"),
+            "ratio_8_clients_vs_predict_loop": statistics.median(runs["eight"]) / predict,
+            "embedder_rss_mb": rss,
+            "runs": runs,
         }
 
-    def grpc_throughput(self, precision: str) -> dict:
-        server = start_embedder(
-            self.work / f"embedder-{precision}.log", "--weights", "none", "--precision", precision
-        )
-        out: dict = {}
-        try:
-            with EmbedderClient(server.address, timeout=300) as client:
-                client.embed(self.jpegs[0])
-                n1 = len(self.jpegs) // (2 if not self.quick else 1)
-                started = time.perf_counter()
-                for data in self.jpegs[:n1]:
-                    client.embed(data)
-                out["grpc_1_client_img_s"] = n1 / (time.perf_counter() - started)
-                out["grpc_8_clients_img_s"] = self._concurrent(client, 8)
-                started = time.perf_counter()
-                with tempfile.TemporaryDirectory() as tmp:
-                    _, report = dump_folder(
-                        self.paths[0].parent, client, Path(tmp) / "v.npz", progress=False
-                    )
-                out["bulk_dump_img_s"] = report.done / (time.perf_counter() - started)
-            out["embedder_rss_mb"] = rss_mb(server)
-        finally:
-            server.stop()
-        return out
-
     def _concurrent(self, client: EmbedderClient, clients: int) -> float:
-        rounds = 1 if self.quick else 2
-        todo = [d for _ in range(rounds) for d in self.jpegs]
+        todo = list(self.jpegs)
         lock = threading.Lock()
 
         def worker() -> None:
@@ -149,22 +148,13 @@ class Bench:
             t.start()
         for t in threads:
             t.join()
-        return rounds * len(self.jpegs) / (time.perf_counter() - started)
+        return len(self.jpegs) / (time.perf_counter() - started)
 
     def embedding(self) -> None:
         section = self.results.setdefault("embed", {})
         for precision in self.precisions:
             self.log(f"embed throughput, {precision} ...")
-            row = self.raw_model(precision)
-            row.update(self.grpc_throughput(precision))
-            raw = row["raw_bs32_img_s"]
-            row["ratio_8_clients_vs_raw"] = row["grpc_8_clients_img_s"] / raw
-            row["ratio_1_client_vs_raw"] = row["grpc_1_client_img_s"] / raw
-            row["ratio_dump_vs_raw"] = row["bulk_dump_img_s"] / raw
-            row["ratio_8_clients_vs_predict_loop"] = (
-                row["grpc_8_clients_img_s"] / row["predict_loop_img_s"]
-            )
-            section[precision] = row
+            section[precision] = self.embed_rounds(precision)
         if "float32" in self.vectors and "bfloat16" in self.vectors:
             section["bfloat16_top10_agreement"] = top_k_agreement(
                 self.vectors["float32"], self.vectors["bfloat16"], 10
@@ -198,6 +188,21 @@ class Bench:
             collection.build(trees=50)
         return servers
 
+    def bare_bs1_ms(self) -> float:
+        """The bare compiled model at batch 1 on preprocessed input, p50 in ms."""
+        from imagesim.embedder_server.model import InceptionFeatures
+        from imagesim.embedder_server.preprocess import ImageLimits, preprocess
+
+        model = InceptionFeatures("none")
+        model.warm_up((1,))
+        times = []
+        for data in self.jpegs[: 8 if self.quick else 60]:
+            x = preprocess(data, (299, 299), ImageLimits())[None]
+            started = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - started)
+        return percentile(times, 50) * 1000
+
     def query_latency(self) -> None:
         self.log("query latency, image -> top-10 over 2 shards ...")
         n = 2000 if self.quick else 25_000
@@ -220,7 +225,7 @@ class Bench:
             embedder.stop()
             for s in shards:
                 s.stop()
-        bare = self.results["embed"]["float32"]["bare_bs1_p50_ms"]
+        bare = self.bare_bs1_ms()
         p50 = percentile(times, 50) * 1000
         self.results["query"] = {
             "p50_ms": p50,
@@ -404,14 +409,23 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="comma-separated (default float32,bfloat16; --quick: float32)",
     )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated sections: embed,query,index,fanout (default all)",
+    )
     args = parser.parse_args(argv)
     precisions = (args.precisions or ("float32" if args.quick else "float32,bfloat16")).split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.quick, args.work, precisions)
-    bench.embedding()
-    bench.query_latency()
-    bench.index_quality()
-    bench.fan_out()
+    sections = {
+        "embed": bench.embedding,
+        "query": bench.query_latency,
+        "index": bench.index_quality,
+        "fanout": bench.fan_out,
+    }
+    for name in args.only.split(",") if args.only else sections:
+        sections[name]()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(bench.results, indent=2) + "\n")
     print("\n" + table(bench.results))

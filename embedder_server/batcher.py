@@ -2,7 +2,8 @@
 
 Callers `submit()` one preprocessed input and get a Future. One collector thread takes the
 first waiting item, then gathers more until `max_batch_size` items or `max_batch_time` seconds
-have passed, runs the model once on the stacked batch, and resolves each future with its row.
+have passed (no wait at all while callers come one at a time, i.e. the last batch held one
+item), runs the model once on the stacked batch, and resolves each future with its row.
 A failed batch fails every future in it; after `close()` new submissions are refused and the
 items already queued are still run.
 """
@@ -41,6 +42,7 @@ class AdaptiveBatcher:
         self._lock = threading.Lock()
         self.batches_run = 0
         self.items_run = 0
+        self._last_batch_size = 1
         self._thread = threading.Thread(target=self._run, name="model-batcher", daemon=True)
         self._thread.start()
 
@@ -67,7 +69,10 @@ class AdaptiveBatcher:
 
     def _collect(self, first: tuple[np.ndarray, Future[np.ndarray]]) -> tuple[list, bool]:
         batch = [first]
-        deadline = time.monotonic() + self.max_batch_time
+        # Wait for company only when there has been company: a lone caller (the last batch
+        # held one item) runs at once with whatever is queued, without paying max_batch_time.
+        wait = self.max_batch_time if self._last_batch_size > 1 else 0.0
+        deadline = time.monotonic() + wait
         while len(batch) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
@@ -96,6 +101,7 @@ class AdaptiveBatcher:
             return
         self.batches_run += 1
         self.items_run += len(live)
+        self._last_batch_size = len(live)
         for row, (_, future) in zip(outputs, live, strict=True):
             future.set_result(row)
 

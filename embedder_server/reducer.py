@@ -117,6 +117,7 @@ def train_pca(
     vectors: np.ndarray, dims: int, model_fingerprint: str, whiten: bool = False
 ) -> Reducer:
     """PCA in numpy: eigenvectors of the covariance of the L2-normalised vectors."""
+    started = time.perf_counter()
     x = l2_normalise(vectors).astype(np.float64)
     n, input_dim = x.shape
     if dims >= input_dim or dims < 1 or n < 2:
@@ -136,7 +137,10 @@ def train_pca(
         training_size=n,
         model_fingerprint=model_fingerprint,
         options={"whiten": whiten},
-        metrics={"explained_variance": float(variances.sum() / eigenvalues.clip(0).sum())},
+        metrics={
+            "explained_variance": float(variances.sum() / eigenvalues.clip(0).sum()),
+            "train_seconds": time.perf_counter() - started,
+        },
     )
     arrays = {
         "mean": mean.astype(np.float32),
@@ -169,6 +173,7 @@ def train_autoencoder(
     """
     import keras
 
+    started = time.perf_counter()
     x = l2_normalise(vectors)
     n, input_dim = x.shape
     if n < 10:
@@ -234,6 +239,7 @@ def train_autoencoder(
             "epochs": len(val_loss),
             "best_val_loss": float(min(val_loss)),
             "train_loss": float(history.history["loss"][int(np.argmin(val_loss))]),
+            "train_seconds": time.perf_counter() - started,
         },
     )
     return Reducer(spec, arrays)

@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,11 @@ class Generation:
     @property
     def count(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def ids(self) -> dict[str, int]:
+        """Key -> Annoy's internal id."""
+        return {key: i for i, key in enumerate(self.keys)}
 
     @classmethod
     def load(cls, path: Path, dims: int, metric: str) -> Generation:

@@ -204,16 +204,8 @@ class Shard:
         generation = view.generation
         if generation is None:
             return view
-        index = self._generation_ids(generation)
-        ids = [index[k] for k in keys if k in index]
+        ids = [generation.ids[k] for k in keys if k in generation.ids]
         return _View(generation, view.hidden | frozenset(ids)) if ids else view
-
-    _ids_cache: tuple[int, dict[str, int]] | None = None
-
-    def _generation_ids(self, generation: Generation) -> dict[str, int]:
-        if self._ids_cache is None or self._ids_cache[0] != generation.number:
-            self._ids_cache = (generation.number, {k: i for i, k in enumerate(generation.keys)})
-        return self._ids_cache[1]
 
     # ---- builds -------------------------------------------------------------------------
 

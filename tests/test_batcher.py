@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -71,3 +72,14 @@ def test_close_runs_queued_items_then_refuses_new_ones():
     assert [float(f.result(1)[0]) for f in futures] == [0, 2, 4, 6, 8]
     with pytest.raises(Unavailable):
         batcher.submit(np.zeros(1, dtype=np.float32))
+
+
+def test_a_lone_caller_does_not_wait_for_company():
+    model = RecordingModel()
+    batcher = AdaptiveBatcher(model, max_batch_size=8, max_batch_time=5.0)
+    started = time.monotonic()
+    for i in range(3):
+        batcher(np.full(1, i, dtype=np.float32))
+    assert time.monotonic() - started < 2.0  # not 3 x 5 s
+    assert model.batch_sizes == [1, 1, 1]
+    batcher.close()
