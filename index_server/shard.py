@@ -27,7 +27,7 @@ from imagesim.index_server.generation import (
 )
 from imagesim.index_server.item_store import ItemStore, StoredItem
 from imagesim.index_server.staging import StagingSet
-from imagesim.index_server.vectors import as_vector, check_metric, distances, top_k
+from imagesim.index_server.vectors import as_vector, check_metric
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +291,10 @@ class Shard:
         ids, dists = generation.annoy.get_nns_by_vector(
             query, n, search_k if search_k > 0 else -1, include_distances=True
         )
-        keep = [(i, d) for i, d in zip(ids, dists, strict=True) if i not in view.hidden]
-        if not rerank:
-            return [(float(d), generation.keys[i]) for i, d in keep[:k]]
-        ids = [i for i, _ in keep]
-        if not ids:
-            return []
-        matrix = np.array([generation.annoy.get_item_vector(i) for i in ids], dtype=np.float32)
-        exact = distances(matrix, query, self.metric)
-        return [(float(exact[j]), generation.keys[ids[j]]) for j in top_k(exact, k)]
+        # Annoy computes each returned candidate's distance from its stored vector exactly
+        # (float32), so the first k of a larger candidate pool is the exact re-rank of it.
+        keep = [(d, i) for i, d in zip(ids, dists, strict=True) if i not in view.hidden]
+        return [(float(d), generation.keys[i]) for d, i in keep[:k]]
 
     def get(self, key: str) -> StoredItem:
         if not key:
