@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import threading
@@ -164,19 +165,26 @@ class Bench:
             section["bfloat16_min_cosine"] = float(cos.min())
 
     # ---- (2)-(4) index and queries ------------------------------------------------------
-    def shards(self, count: int, data: np.ndarray, tag: str) -> list[ServerProcess]:
-        servers = [
-            start_index(
-                self.work / f"{tag}{n}.log",
-                self.work / f"{tag}{n}",
-                data.shape[1],
-                "--shard",
-                f"{n}/{count}",
-                "--auto-build",
-                "0",
+    def shards(
+        self, count: int, data: np.ndarray, tag: str, project: int = 0
+    ) -> list[ServerProcess]:
+        servers = []
+        for n in range(count):
+            data_dir = self.work / f"{tag}{n}"
+            shutil.rmtree(data_dir, ignore_errors=True)  # a fresh shard every run
+            servers.append(
+                start_index(
+                    self.work / f"{tag}{n}.log",
+                    data_dir,
+                    data.shape[1],
+                    "--shard",
+                    f"{n}/{count}",
+                    "--auto-build",
+                    "0",
+                    "--project-dims",
+                    str(project),
+                )
             )
-            for n in range(count)
-        ]
         with Collection([s.address for s in servers], timeout=600) as collection:
             for start in range(0, len(data), 2000):
                 collection.add(
@@ -188,27 +196,20 @@ class Bench:
             collection.build(trees=50)
         return servers
 
-    def bare_bs1_ms(self) -> float:
-        """The bare compiled model at batch 1 on preprocessed input, p50 in ms."""
+    def query_latency(self) -> None:
+        """Image -> top-10 over 2 shards through both services, each query right after the
+        bare model runs the same image at batch 1 in-process (drift hits both alike)."""
         from imagesim.embedder_server.model import InceptionFeatures
         from imagesim.embedder_server.preprocess import ImageLimits, preprocess
 
-        model = InceptionFeatures("none")
-        model.warm_up((1,))
-        times = []
-        for data in self.jpegs[: 8 if self.quick else 60]:
-            x = preprocess(data, (299, 299), ImageLimits())[None]
-            started = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - started)
-        return percentile(times, 50) * 1000
-
-    def query_latency(self) -> None:
         self.log("query latency, image -> top-10 over 2 shards ...")
-        n = 2000 if self.quick else 25_000
-        shards = self.shards(2, structured(n, 2048, 0), "q")
-        embedder = start_embedder(self.work / "embedder-query.log", "--weights", "none")
-        times = []
+        model = InceptionFeatures("none", "float32")
+        model.warm_up((1,))
+        shards = self.shards(2, structured(2000 if self.quick else 25_000, 2048, 0), "q")
+        embedder = start_embedder(
+            self.work / "embedder-query.log", "--weights", "none", "--precision", "float32"
+        )
+        bare, times = [], []
         try:
             with (
                 EmbedderClient(embedder.address) as client,
@@ -217,6 +218,10 @@ class Bench:
                 for data in self.jpegs[:2]:
                     collection.search(client.embed(data), 10)
                 for data in self.jpegs[: 8 if self.quick else 60]:
+                    x = preprocess(data, (299, 299), ImageLimits())[None]
+                    started = time.perf_counter()
+                    model(x)
+                    bare.append(time.perf_counter() - started)
                     started = time.perf_counter()
                     collection.search(client.embed(data), 10)
                     times.append(time.perf_counter() - started)
@@ -225,14 +230,13 @@ class Bench:
             embedder.stop()
             for s in shards:
                 s.stop()
-        bare = self.bare_bs1_ms()
-        p50 = percentile(times, 50) * 1000
+        bare_ms, p50 = percentile(bare, 50) * 1000, percentile(times, 50) * 1000
         self.results["query"] = {
             "p50_ms": p50,
             "p99_ms": percentile(times, 99) * 1000,
-            "bare_bs1_p50_ms": bare,
-            "target_ms": 1.15 * bare + 2.0,
-            "ratio_vs_bare": p50 / bare,
+            "bare_bs1_p50_ms": bare_ms,
+            "target_ms": 1.15 * bare_ms + 2.0,
+            "ratio_vs_bare": p50 / bare_ms,
         }
 
     def index_quality(self) -> None:
@@ -252,28 +256,41 @@ class Bench:
                 else data[np.random.default_rng(0).choice(len(data), 100, replace=False)]
             )
             truth = exact(data, queries, 10)
-            with tempfile.TemporaryDirectory() as tmp:
-                shard = Shard(ShardConfig(Path(tmp), 2048, trees=50, auto_build=0))
-                for start in range(0, len(data), 2500):
-                    shard.add(
-                        [(f"{i}", data[i], {}) for i in range(start, min(start + 2500, len(data)))]
+            rows: dict = {}
+            configs = {
+                0: (("annoy", {}), ("annoy+rerank", {"rerank": True})),
+                256: (("annoy pca-256 + exact rerank", {}),),
+            }
+            for project_dims, searches in configs.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    shard = Shard(
+                        ShardConfig(
+                            Path(tmp), 2048, trees=50, auto_build=0, project_dims=project_dims
+                        )
                     )
-                started = time.perf_counter()
-                shard.build()
-                build_s = time.perf_counter() - started
-                rows = {}
-                for label, options in (("annoy", {}), ("annoy+rerank", {"rerank": True})):
-                    found, times = [], []
-                    for q in queries:
-                        t = time.perf_counter()
-                        hits = shard.search(q, 10, **options)
-                        times.append(time.perf_counter() - t)
-                        found.append([int(h.key) for h in hits])
-                    rows[label] = {
-                        "recall_at_10": recall(found, truth),
-                        "p50_ms": percentile(times, 50) * 1000,
-                    }
-                shard.close()
+                    for start in range(0, len(data), 2500):
+                        shard.add(
+                            [
+                                (f"{i}", data[i], {})
+                                for i in range(start, min(start + 2500, len(data)))
+                            ]
+                        )
+                    started = time.perf_counter()
+                    shard.build()
+                    build_s = time.perf_counter() - started
+                    for label, options in searches:
+                        found, times = [], []
+                        for q in queries:
+                            t = time.perf_counter()
+                            hits = shard.search(q, 10, **options)
+                            times.append(time.perf_counter() - t)
+                            found.append([int(h.key) for h in hits])
+                        rows[label] = {
+                            "recall_at_10": recall(found, truth),
+                            "p50_ms": percentile(times, 50) * 1000,
+                            "build_s_50_trees": build_s,
+                        }
+                    shard.close()
             unit = data / np.linalg.norm(data, axis=1, keepdims=True)
             times = []
             for q in queries:
@@ -283,15 +300,16 @@ class Bench:
                 part[np.argsort(-sims[part])]
                 times.append(time.perf_counter() - t)
             rows["numpy exact"] = {"recall_at_10": 1.0, "p50_ms": percentile(times, 50) * 1000}
-            section[name] = {"build_s_50_trees": build_s, **rows}
+            section[name] = rows
 
     def fan_out(self) -> None:
         self.log("fan-out overhead, 1 vs 4 shards ...")
         data = structured(2000 if self.quick else 25_000, 2048, 3)
         queries = structured(20 if self.quick else 200, 2048, 4)
         result = {}
-        for count in (1, 4):
-            servers = self.shards(count, data, f"f{count}-")
+        for count, project in ((1, 0), (4, 0), (1, 256), (4, 256)):
+            tag = f"{count}_shard{'_pca256' if project else ''}"
+            servers = self.shards(count, data, f"f{tag}-", project)
             try:
                 with Collection([s.address for s in servers]) as collection:
                     for q in queries[:5]:
@@ -301,11 +319,14 @@ class Bench:
                         t = time.perf_counter()
                         collection.search(q, 10)
                         times.append(time.perf_counter() - t)
-                result[f"{count}_shard_p50_ms"] = percentile(times, 50) * 1000
+                result[f"{tag}_p50_ms"] = percentile(times, 50) * 1000
             finally:
                 for s in servers:
                     s.stop()
         result["overhead_ms"] = result["4_shard_p50_ms"] - result["1_shard_p50_ms"]
+        result["overhead_pca256_ms"] = (
+            result["4_shard_pca256_p50_ms"] - result["1_shard_pca256_p50_ms"]
+        )
         self.results["fan_out"] = result
 
 
@@ -382,17 +403,19 @@ def table(results: dict) -> str:
             f"(target <= {q['target_ms']:.1f} ms)"
         )
     for name, rows in results.get("index", {}).items():
-        parts = ", ".join(
-            f"{label} recall {r['recall_at_10']:.3f} p50 {r['p50_ms']:.2f} ms"
-            for label, r in rows.items()
-            if isinstance(r, dict)
-        )
-        lines.append(f"index {name}: {parts}; build {rows['build_s_50_trees']:.1f} s (50 trees)")
+        lines.append(f"index {name} (50 trees):")
+        for label, r in rows.items():
+            build = f", build {r['build_s_50_trees']:.1f} s" if "build_s_50_trees" in r else ""
+            lines.append(
+                f"  {label:<30} recall@10 {r['recall_at_10']:.3f}  p50 {r['p50_ms']:.2f} ms{build}"
+            )
     if "fan_out" in results:
         f = results["fan_out"]
         lines.append(
             f"fan-out: 1 shard p50 {f['1_shard_p50_ms']:.2f} ms, 4 shards "
-            f"{f['4_shard_p50_ms']:.2f} ms, overhead {f['overhead_ms']:.2f} ms"
+            f"{f['4_shard_p50_ms']:.2f} ms, overhead {f['overhead_ms']:.2f} ms; with "
+            f"--project-dims 256: {f['1_shard_pca256_p50_ms']:.2f} / "
+            f"{f['4_shard_pca256_p50_ms']:.2f} ms, overhead {f['overhead_pca256_ms']:.2f} ms"
         )
     if "index_rss_mb" in results:
         lines.append(f"index shard RSS (12.5k x 2048 built): {results['index_rss_mb']:.0f} MB")

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from imagesim.serving.server import GrpcServer
-from imagesim.serving.settings import (
-    MiB,
-    add_server_arguments,
-    configure_logging,
-    env_default,
-    server_settings,
-)
+from imagesim.serving.server import run_server
+from imagesim.serving.settings import MiB, configure_logging, server_parser, server_settings
 
 ENV_PREFIX = "IMAGESIM_EMBEDDER_"
 DEFAULT_PORT = 50051
@@ -23,51 +17,40 @@ log = logging.getLogger("imagesim.embedder")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def env(name: str, default: object) -> object:
-        return env_default(ENV_PREFIX, name, default)
-
-    parser = argparse.ArgumentParser(
-        prog="imagesim-embedder",
-        description="Embedder gRPC server: image bytes in, InceptionV3 feature vector out. "
-        f"Every flag can also be set as {ENV_PREFIX}<FLAG> in the environment.",
+    parser, model = server_parser(
+        "imagesim-embedder",
+        "Embedder gRPC server: image bytes in, InceptionV3 feature vector out.",
+        ENV_PREFIX,
+        DEFAULT_PORT,
     )
-    add_server_arguments(parser, ENV_PREFIX, DEFAULT_PORT)
-    model = parser.add_argument_group("model")
-    model.add_argument(
+    model.add(
         "--weights",
-        default=env("weights", "imagenet"),
-        help="'imagenet' (default: Keras' ImageNet weights, downloaded once and cached), a path "
-        "to a weights file, or 'none' (untrained, seeded network: tests and offline use only)",
+        "imagenet",
+        "'imagenet' (default: Keras' ImageNet weights, downloaded once and cached), a path "
+        "to a weights file, or 'none' (untrained, seeded network: tests and offline use)",
     )
-    model.add_argument(
+    model.add(
         "--precision",
-        default=env("precision", "float32"),
+        "auto",
+        "model arithmetic (default auto: bfloat16 where the CPU computes it natively, "
+        "AVX512-BF16 or AMX; float32 elsewhere). bfloat16 keeps >= 0.99 of float32's "
+        "top-10 neighbours (see README)",
         choices=["float32", "bfloat16", "auto"],
-        help="model arithmetic; auto = bfloat16 where the CPU has native bf16",
     )
-    model.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=int(env("max_batch_size", 32)),  # type: ignore[arg-type]
-        help="largest batch the model runs (default 32)",
-    )
-    model.add_argument(
+    model.add("--max-batch-size", 32, "largest batch the model runs (default 32)", type=int)
+    model.add(
         "--max-batch-time-ms",
+        5.0,
+        "longest wait for a batch to fill, ms (default 5; "
+        "no wait while requests come one at a time)",
         type=float,
-        default=float(env("max_batch_time_ms", 5.0)),  # type: ignore[arg-type]
-        help="longest wait for a batch to fill, ms (default 5)",
     )
-    model.add_argument(
-        "--max-image-mb",
-        type=float,
-        default=float(env("max_image_mb", 32)),  # type: ignore[arg-type]
-        help="largest accepted image file, MiB (default 32)",
-    )
-    model.add_argument(
+    model.add("--max-image-mb", 32.0, "largest accepted image file, MiB (default 32)", type=float)
+    model.add(
         "--reducer",
+        None,
+        "directory of a reducer (`imagesim reducer train`): also serve the reduced space",
         type=Path,
-        default=env("reducer", None),
-        help="directory of a reducer (`imagesim reducer train`): also serve the reduced space",
     )
     return parser.parse_args(argv)
 
@@ -80,44 +63,31 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.embedder_server.embedder import Embedder
     from imagesim.embedder_server.model import InceptionFeatures
     from imagesim.embedder_server.preprocess import ImageLimits
+    from imagesim.embedder_server.reducer import Reducer
     from imagesim.embedder_server.servicer import EmbedderServicer
-    from imagesim.errors import ImagesimError
     from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
     servicer = EmbedderServicer()
-    service_name = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
-    server = GrpcServer(
-        server_settings(args),
-        {service_name: lambda s: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, s)},
-    )
-    server.install_signal_handlers()
-    server.start()
-    try:
-        features = InceptionFeatures(args.weights, args.precision)
-    except ImagesimError as exc:  # WeightsUnavailable: the message says how to fix it
-        log.error("%s", exc.message)
-        server.stop()
-        sys.exit(2)
-    reducer = None
-    if args.reducer is not None:
-        from imagesim.embedder_server.reducer import Reducer
 
-        try:
+    def load() -> list[Callable[[], None]]:
+        features = InceptionFeatures(args.weights, args.precision)  # WeightsUnavailable: exit 2
+        reducer = None
+        if args.reducer is not None:
             reducer = Reducer.load(args.reducer)
             reducer.check_compatible(features.info.dimension, features.info.fingerprint)
-        except ImagesimError as exc:
-            log.error("refusing reducer %s: %s", args.reducer, exc.message)
-            server.stop()
-            sys.exit(2)
-        log.info("reduced space: %s", reducer.description)
-    batcher = AdaptiveBatcher(features, args.max_batch_size, args.max_batch_time_ms / 1000.0)
-    features.warm_up(tuple(sorted({1, args.max_batch_size})))
-    limits = ImageLimits(max_bytes=int(args.max_image_mb * MiB))
-    servicer.attach(Embedder(features, batcher, limits, reducer))
-    server.on_stop(batcher.close)
-    server.on_stop(servicer.close)
-    server.set_serving()
-    server.wait()
+            log.info("reduced space: %s", reducer.description)
+        batcher = AdaptiveBatcher(features, args.max_batch_size, args.max_batch_time_ms / 1000)
+        features.warm_up(tuple(sorted({1, args.max_batch_size})))
+        limits = ImageLimits(max_bytes=int(args.max_image_mb * MiB))
+        servicer.attach(Embedder(features, batcher, limits, reducer))
+        return [batcher.close, servicer.close]  # run in reverse: streams drain, then the model
+
+    run_server(
+        server_settings(args),
+        embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name,
+        lambda server: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server),
+        load,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Layout under the shard's data directory:
     generations/gen-000007/index.ann   the Annoy file (memory-mapped when loaded)
     generations/gen-000007/items.json  internal id -> key and the item's write sequence number
     generations/gen-000007/meta.json   dims, metric, trees, count, build time
+    (with a projection, --project-dims P:)
+    generations/gen-000007/projection.npz  PCA mean and components, full dims -> P
+    generations/gen-000007/vectors.npy     the full float32 vectors, memory-mapped, for the
+                                           exact re-rank of the P-d index's candidates
     CURRENT                            name of the live generation (replaced atomically)
 A crash at any point leaves CURRENT naming a complete generation (or none).
 """
@@ -53,6 +57,59 @@ def annoy_node_bytes(dims: int, metric: str) -> int:
     return (12 if metric == "angular" else 16) + 4 * dims
 
 
+PROJECTION_FILE = "projection.npz"
+VECTORS_FILE = "vectors.npy"
+PROJECTION_SAMPLE = 10_000  # rows used to fit the PCA
+
+
+@dataclass(frozen=True)
+class Projection:
+    """PCA from the full dims to fewer, fitted on the generation's own vectors. Annoy searches
+    the projected vectors (small leaves, cheap distances); the candidates are then re-ranked
+    by exact distance in the full space."""
+
+    metric: str
+    mean: np.ndarray
+    components: np.ndarray  # (output_dims, dims)
+
+    @property
+    def output_dims(self) -> int:
+        return int(self.components.shape[0])
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.asarray(vectors, dtype=np.float32)
+        if self.metric == "angular":
+            x = x / np.linalg.norm(x, axis=-1, keepdims=True)
+        return ((x - self.mean) @ self.components.T).astype(np.float32)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, output_dims: int, metric: str) -> Projection:
+        if metric not in ("angular", "euclidean"):
+            raise FailedPrecondition("a projection needs the angular or euclidean metric")
+        rows = vectors
+        if len(rows) > PROJECTION_SAMPLE:
+            pick = np.random.default_rng(0).choice(len(rows), PROJECTION_SAMPLE, replace=False)
+            rows = rows[np.sort(pick)]
+        x = np.asarray(rows, dtype=np.float64)
+        if metric == "angular":
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        mean = x.mean(axis=0)
+        _, eigenvectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        components = eigenvectors[:, ::-1][:, :output_dims].T
+        return cls(metric, mean.astype(np.float32), components.astype(np.float32))
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, mean=self.mean, components=self.components, metric=np.array(self.metric))
+            f.flush()
+            os.fsync(f.fileno())
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        with np.load(path) as data:
+            return cls(str(data["metric"]), data["mean"], data["components"])
+
+
 @dataclass
 class Generation:
     """One built, loaded (memory-mapped) Annoy index and the keys of its items."""
@@ -68,6 +125,8 @@ class Generation:
     built_at: float
     build_seconds: float
     file_bytes: int
+    projection: Projection | None = None
+    vectors: np.ndarray | None = None  # (count, dims) float32, memory-mapped, with a projection
 
     @property
     def count(self) -> int:
@@ -86,14 +145,21 @@ class Generation:
                 f"generation {path} holds {meta['dims']}-d {meta['metric']} vectors, "
                 f"the shard is {dims}-d {metric}"
             )
+        projection, vectors, index_dims = None, None, dims
+        if (path / PROJECTION_FILE).exists():
+            projection = Projection.load(path / PROJECTION_FILE)
+            vectors = np.load(path / VECTORS_FILE, mmap_mode="r")
+            index_dims = projection.output_dims
         index_path = path / INDEX_FILE
         size = index_path.stat().st_size
         # Annoy can crash on a file of another dimension (annoy #394): check before loading.
-        node = annoy_node_bytes(dims, metric)
+        node = annoy_node_bytes(index_dims, metric)
         if size % node or size // node < meta["count"]:
-            raise FailedPrecondition(f"{index_path} ({size} bytes) does not fit {dims}-d items")
+            raise FailedPrecondition(
+                f"{index_path} ({size} bytes) does not fit {index_dims}-d items"
+            )
         items = json.loads((path / "items.json").read_text())
-        annoy = AnnoyIndex(dims, metric)
+        annoy = AnnoyIndex(index_dims, metric)
         annoy.load(str(index_path))  # mmap: no copy, instant
         return cls(
             number=meta["number"],
@@ -106,7 +172,9 @@ class Generation:
             trees=meta["trees"],
             built_at=meta["built_at"],
             build_seconds=meta["build_seconds"],
-            file_bytes=size,
+            file_bytes=size + (vectors.nbytes if vectors is not None else 0),
+            projection=projection,
+            vectors=vectors,
         )
 
 
@@ -137,6 +205,7 @@ def build_generation(
     dims: int,
     metric: str,
     trees: int,
+    project_dims: int = 0,
 ) -> Generation:
     """Build generation `number` from (key, seq, vector) items and make it the live one on disk.
 
@@ -151,13 +220,27 @@ def build_generation(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
 
-    annoy = AnnoyIndex(dims, metric)
     keys: list[str] = []
     seqs: list[int] = []
+    rows: list[np.ndarray] = []
     for key, seq, vector in items:
-        annoy.add_item(len(keys), vector)  # dense internal ids: Annoy allocates max(id) + 1
         keys.append(key)
         seqs.append(seq)
+        rows.append(vector)
+    vectors = np.stack(rows).astype(np.float32) if rows else np.empty((0, dims), np.float32)
+    del rows
+    indexed = vectors
+    if project_dims and len(keys) > 1:
+        projection = Projection.fit(vectors, min(project_dims, dims), metric)
+        projection.save(tmp / PROJECTION_FILE)
+        with open(tmp / VECTORS_FILE, "wb") as f:
+            np.save(f, vectors)
+            f.flush()
+            os.fsync(f.fileno())
+        indexed = projection(vectors)
+    annoy = AnnoyIndex(indexed.shape[1], metric)
+    for i, vector in enumerate(indexed):
+        annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
     annoy.build(trees, n_jobs=-1)
     annoy.save(str(tmp / INDEX_FILE))
     annoy.unload()
@@ -170,6 +253,7 @@ def build_generation(
         "metric": metric,
         "trees": trees,
         "count": len(keys),
+        "project_dims": int(indexed.shape[1]) if indexed is not vectors else 0,
         "built_at": time.time(),
         "build_seconds": build_seconds,
     }

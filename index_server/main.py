@@ -4,76 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from imagesim.serving.server import GrpcServer
-from imagesim.serving.settings import (
-    add_server_arguments,
-    configure_logging,
-    env_default,
-    server_settings,
-)
+from imagesim.serving.server import run_server
+from imagesim.serving.settings import configure_logging, server_parser, server_settings
 
 ENV_PREFIX = "IMAGESIM_INDEX_"
 DEFAULT_PORT = 50061
 
 log = logging.getLogger("imagesim.index")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    def env(name: str, default: object) -> object:
-        return env_default(ENV_PREFIX, name, default)
-
-    parser = argparse.ArgumentParser(
-        prog="imagesim-index",
-        description="Index gRPC server: one shard of an Annoy nearest-neighbour collection. "
-        f"Every flag can also be set as {ENV_PREFIX}<FLAG> in the environment.",
-    )
-    add_server_arguments(parser, ENV_PREFIX, DEFAULT_PORT)
-    shard = parser.add_argument_group("shard")
-    shard.add_argument(
-        "--data",
-        type=Path,
-        default=env("data", None),
-        required=env("data", None) is None,
-        help="directory holding this shard's items and index generations",
-    )
-    dims = env("dims", None)
-    shard.add_argument(
-        "--dims",
-        type=int,
-        default=int(dims) if dims else None,  # type: ignore[arg-type]
-        help="vector dimension (2048 full, 256 reduced); required for a new shard",
-    )
-    shard.add_argument(
-        "--metric",
-        default=env("metric", "angular"),
-        choices=["angular", "euclidean", "manhattan"],
-        help="distance metric (default angular)",
-    )
-    shard.add_argument(
-        "--trees",
-        type=int,
-        default=int(env("trees", 100)),  # type: ignore[arg-type]
-        help="Annoy trees per build (default 100)",
-    )
-    shard.add_argument(
-        "--auto-build",
-        type=int,
-        default=int(env("auto_build", 20000)),  # type: ignore[arg-type]
-        help="build in the background once this many items are staged or "
-        "removed since the last build (default 20000; 0 = only on request)",
-    )
-    shard.add_argument(
-        "--shard",
-        type=shard_place,
-        default=env("shard", None),
-        metavar="I/N",
-        help="record this shard as number I (from 0) of N in its collection; clients then "
-        "refuse a shard list that puts it elsewhere",
-    )
-    return parser.parse_args(argv)
 
 
 def shard_place(value: str) -> tuple[int, int]:
@@ -84,34 +24,89 @@ def shard_place(value: str) -> tuple[int, int]:
     return index, count
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser, shard = server_parser(
+        "imagesim-index",
+        "Index gRPC server: one shard of an Annoy nearest-neighbour collection.",
+        ENV_PREFIX,
+        DEFAULT_PORT,
+    )
+    shard.add(
+        "--data",
+        None,
+        "directory holding this shard's items and index generations",
+        type=Path,
+        required=True,
+    )
+    shard.add(
+        "--dims",
+        None,
+        "vector dimension (2048 full, 256 reduced); required for a new shard",
+        type=int,
+    )
+    shard.add(
+        "--metric",
+        "angular",
+        "distance metric (default angular)",
+        choices=["angular", "euclidean", "manhattan"],
+    )
+    shard.add("--trees", 100, "Annoy trees per build (default 100)", type=int)
+    shard.add(
+        "--auto-build",
+        20_000,
+        "build in the background once this many items are staged "
+        "or removed since the last build (default 20000; 0 = only on request)",
+        type=int,
+    )
+    shard.add(
+        "--project-dims",
+        0,
+        "build Annoy over a PCA projection of the vectors to this "
+        "many dims and re-rank its candidates exactly in the full space (0 = off; e.g. "
+        "256 for 2048-d vectors)",
+        type=int,
+    )
+    shard.add(
+        "--shard",
+        None,
+        "record this shard as number I (from 0) of N in its collection; "
+        "clients then refuse a shard list that puts it elsewhere",
+        type=shard_place,
+        metavar="I/N",
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level)
-    from imagesim.errors import ImagesimError
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
     from imagesim.v1 import index_pb2, index_pb2_grpc
 
     servicer = IndexServicer()
-    service_name = index_pb2.DESCRIPTOR.services_by_name["Index"].full_name
-    server = GrpcServer(
-        server_settings(args),
-        {service_name: lambda s: index_pb2_grpc.add_IndexServicer_to_server(servicer, s)},
-    )
-    server.install_signal_handlers()
-    server.start()
-    try:
+
+    def load() -> list[Callable[[], None]]:
         shard = Shard(
-            ShardConfig(args.data, args.dims, args.metric, args.trees, args.auto_build, args.shard)
-        )
-    except ImagesimError as exc:
-        log.error("%s", exc.message)
-        server.stop()
-        sys.exit(2)
-    servicer.attach(shard)
-    server.on_stop(shard.close)
-    server.set_serving()
-    server.wait()
+            ShardConfig(
+                data_dir=args.data,
+                dims=args.dims,
+                metric=args.metric,
+                trees=args.trees,
+                auto_build=args.auto_build,
+                shard=args.shard,
+                project_dims=args.project_dims,
+            )
+        )  # a layout that contradicts the data directory: exit 2
+        servicer.attach(shard)
+        return [shard.close]
+
+    run_server(
+        server_settings(args),
+        index_pb2.DESCRIPTOR.services_by_name["Index"].full_name,
+        lambda server: index_pb2_grpc.add_IndexServicer_to_server(servicer, server),
+        load,
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from imagesim.index_server.generation import (
 )
 from imagesim.index_server.item_store import ItemStore, StoredItem
 from imagesim.index_server.staging import StagingSet
-from imagesim.index_server.vectors import as_vector, check_metric
+from imagesim.index_server.vectors import as_vector, check_metric, distances, top_k
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class ShardConfig:
     trees: int = 100
     auto_build: int = 20_000  # build in the background once staged + hidden reach this; 0 = off
     shard: tuple[int, int] | None = None  # (index, count) in the collection, if recorded
+    project_dims: int = 0  # > 0: Annoy over a PCA projection to this many dims + exact re-rank
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Shard:
         self.dims, self.metric, self.place = self._check_layout(config)
         self.trees = config.trees
         self.auto_build = config.auto_build
+        self.project_dims = config.project_dims
         self._lock = threading.Lock()  # guards the in-memory state below
         self._build_lock = threading.Lock()
         self._building = False
@@ -241,7 +243,7 @@ class Shard:
             if not self._live:
                 return old
             generation = build_generation(
-                self.data_dir, number, snapshot, self.dims, self.metric, trees
+                self.data_dir, number, snapshot, self.dims, self.metric, trees, self.project_dims
             )
             with self._lock:
                 # Writes that landed during the build stay staged or hidden.
@@ -286,11 +288,17 @@ class Shard:
         generation = view.generation
         if generation is None or generation.count == 0:
             return []
-        wanted = k * (factor or DEFAULT_RERANK_FACTOR) if rerank else k
+        projection = generation.projection
+        wanted = k * (factor or DEFAULT_RERANK_FACTOR) if rerank or projection else k
         n = min(wanted + len(view.hidden), generation.count)
-        ids, dists = generation.annoy.get_nns_by_vector(
-            query, n, search_k if search_k > 0 else -1, include_distances=True
-        )
+        search_k = search_k if search_k > 0 else -1
+        if projection is not None and generation.vectors is not None:
+            # Candidates from the small projected index, distances exact in the full space.
+            ids = generation.annoy.get_nns_by_vector(projection(query), n, search_k)
+            ids = [i for i in ids if i not in view.hidden]
+            exact = distances(generation.vectors[ids], query, self.metric)
+            return [(float(exact[j]), generation.keys[ids[j]]) for j in top_k(exact, k)]
+        ids, dists = generation.annoy.get_nns_by_vector(query, n, search_k, include_distances=True)
         # Annoy computes each returned candidate's distance from its stored vector exactly
         # (float32), so the first k of a larger candidate pool is the exact re-rank of it.
         keep = [(d, i) for i, d in zip(ids, dists, strict=True) if i not in view.hidden]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,19 @@ from PIL import Image
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.launch import ServerProcess, start_embedder, start_index
 from imagesim.samples import write_sample_photos
+
+
+def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the `imagesim` CLI as a user would; with `check`, it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "imagesim.client.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -48,7 +63,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedder_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One Embedder process (untrained weights) for the whole session."""
     logs = tmp_path_factory.mktemp("embedder")
-    server = start_embedder(logs / "embedder.log", "--weights", "none", "--grace", "5")
+    # float32 pinned: vectors compared across processes and batches must not depend on the CPU.
+    server = start_embedder(
+        logs / "embedder.log", "--weights", "none", "--precision", "float32", "--grace", "5"
+    )
     yield server
     server.stop()
 

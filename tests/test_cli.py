@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 
 import pytest
 
-
-def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "imagesim.client.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from tests.conftest import imagesim
 
 
 @pytest.fixture(scope="module")

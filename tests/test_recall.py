@@ -20,9 +20,19 @@ def structured(n: int, seed: int) -> np.ndarray:
     return np.maximum(data, 0.0).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def built_shard(tmp_path_factory):
-    shard = Shard(ShardConfig(tmp_path_factory.mktemp("recall"), DIMS, trees=50, auto_build=0))
+@pytest.fixture(scope="module", params=[0, 256], ids=["annoy-2048d", "projected-256d"])
+def built_shard(request, tmp_path_factory):
+    """A shard over N structured vectors: plain Annoy, and Annoy over a 256-d PCA projection
+    (whose candidates are re-ranked exactly in 2048-d)."""
+    shard = Shard(
+        ShardConfig(
+            tmp_path_factory.mktemp("recall"),
+            DIMS,
+            trees=50,
+            auto_build=0,
+            project_dims=request.param,
+        )
+    )
     data = structured(N, seed=0)
     for start in range(0, N, 2500):
         shard.add([(f"k{i}", data[i], {}) for i in range(start, start + 2500)])

@@ -15,19 +15,7 @@ from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.embedder_server.reducer import Reducer, l2_normalise
 from imagesim.launch import start_embedder, start_index
-from tests.conftest import synthetic_image
-
-
-def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "imagesim.client.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from tests.conftest import imagesim, synthetic_image
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +119,13 @@ def test_both_reducers_serve_through_the_embedder(reducers, dump, tmp_path, phot
     image = (photos / "real" / "coffee.jpg").read_bytes()
     for name, directory in reducers.items():
         server = start_embedder(
-            tmp_path / f"{name}.log", "--weights", "none", "--reducer", str(directory)
+            tmp_path / f"{name}.log",
+            "--weights",
+            "none",
+            "--precision",
+            "float32",
+            "--reducer",
+            str(directory),
         )
         try:
             with EmbedderClient(server.address, timeout=60) as client:

@@ -165,3 +165,21 @@ def test_other_metrics_build_and_reload(tmp_path, metric):
     again = open_shard(tmp_path, metric=metric)
     hit = again.search(data[9], 1)[0]
     assert hit.key == "k9" and hit.distance == pytest.approx(0, abs=1e-5)
+
+
+def test_projected_index_reranks_exactly_and_survives_restart(tmp_path):
+    shard = open_shard(tmp_path, project_dims=8)
+    data = vectors(400)
+    add_all(shard, data)
+    shard.build()
+    assert (tmp_path / "generations" / "gen-000001" / "projection.npz").exists()
+    query = vectors(1, seed=11)[0]
+    hits = shard.search(query, 5)
+    exact = distances(data, query, "angular")
+    assert [h.key for h in hits] == exact_top(data, query, 5)
+    np.testing.assert_allclose([h.distance for h in hits], np.sort(exact)[:5], atol=1e-5)
+    shard.remove(["k1"])
+    shard.close()
+    again = open_shard(tmp_path, project_dims=8)
+    assert again.search(data[1], 1)[0].key != "k1"
+    assert again.search(data[2], 1)[0].key == "k2"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from imagesim.channel import message_limits
+from imagesim.errors import ImagesimError
 from imagesim.serving.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -109,3 +111,29 @@ class GrpcServer:
             except Exception:
                 log.exception("error during shutdown clean-up")
         log.info("stopped")
+
+
+def run_server(
+    settings: ServerSettings,
+    service_name: str,
+    register: Registrar,
+    load: Callable[[], list[Callable[[], None]]],
+) -> None:
+    """A server process's whole life: bind (NOT_SERVING), `load` the model or shard, SERVING,
+    then on SIGTERM/SIGINT drain in-flight calls and run the clean-ups `load` returned.
+
+    An ImagesimError from `load` (weights unavailable, wrong layout, ...) is logged and the
+    process exits with code 2: the message says what to fix."""
+    server = GrpcServer(settings, {service_name: register})
+    server.install_signal_handlers()
+    server.start()
+    try:
+        cleanups = load()
+    except ImagesimError as exc:
+        log.error("%s", exc.message)
+        server.stop()
+        sys.exit(2)
+    for cleanup in cleanups:
+        server.on_stop(cleanup)
+    server.set_serving()
+    server.wait()

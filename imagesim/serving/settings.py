@@ -1,4 +1,5 @@
-"""Settings every server process shares; each process reads them from flags, then its env prefix."""
+"""Settings every server process shares. Each flag's default comes from the environment
+(`{PREFIX}{FLAG_NAME}`, e.g. IMAGESIM_INDEX_PORT), then the built-in default; flags win."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES, MiB
 
@@ -26,54 +28,54 @@ class ServerSettings:
         return f"{host}:{self.port}"
 
 
-def env_default(prefix: str, name: str, default: object) -> object:
-    """`{prefix}{NAME}` from the environment, else `default` (flags override both)."""
-    return os.environ.get(f"{prefix}{name.upper()}", default)
+class EnvFlags:
+    """Adds flags to an argparse group, each defaulting to its environment variable."""
+
+    def __init__(self, group: argparse._ArgumentGroup, env_prefix: str) -> None:
+        self.group = group
+        self.env_prefix = env_prefix
+
+    def add(self, flag: str, default: Any, help: str, **kwargs: Any) -> None:
+        env = self.env_prefix + flag.lstrip("-").replace("-", "_").upper()
+        value = os.environ.get(env)
+        if kwargs.pop("required", False) and value is None:
+            kwargs["required"] = True
+        # argparse converts a string default with `type`, exactly like a command-line value.
+        self.group.add_argument(
+            flag, default=default if value is None else value, help=f"{help} [{env}]", **kwargs
+        )
 
 
-def add_server_arguments(
-    parser: argparse.ArgumentParser, env_prefix: str, default_port: int
-) -> None:
-    """The flags every server takes; defaults come from `{env_prefix}HOST` etc."""
-
-    def env(name: str, default: object) -> object:
-        return env_default(env_prefix, name, default)
-
-    group = parser.add_argument_group("server")
-    group.add_argument(
-        "--host",
-        default=env("host", "127.0.0.1"),
-        help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)",
+def server_parser(
+    prog: str, description: str, env_prefix: str, default_port: int
+) -> tuple[argparse.ArgumentParser, EnvFlags]:
+    """A parser with the flags every server takes; returns it and a helper for more flags."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    server = EnvFlags(parser.add_argument_group("server"), env_prefix)
+    server.add(
+        "--host", "127.0.0.1", "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"
     )
-    group.add_argument(
+    server.add(
         "--port",
+        default_port,
+        f"port to bind, 0 for any free port (default {default_port})",
         type=int,
-        default=int(env("port", default_port)),  # type: ignore[arg-type]
-        help=f"port to bind, 0 for any free port (default {default_port})",
     )
-    group.add_argument(
+    server.add(
         "--max-message-mb",
+        64.0,
+        "largest gRPC message sent or received, MiB (default 64)",
         type=float,
-        default=float(env("max_message_mb", 64)),  # type: ignore[arg-type]
-        help="largest gRPC message sent or received, MiB (default 64)",
     )
-    group.add_argument(
-        "--workers",
-        type=int,
-        default=int(env("workers", 16)),  # type: ignore[arg-type]
-        help="gRPC handler threads (default 16)",
-    )
-    group.add_argument(
+    server.add("--workers", 16, "gRPC handler threads (default 16)", type=int)
+    server.add(
         "--grace",
+        10.0,
+        "seconds in-flight calls may finish on SIGTERM/SIGINT (default 10)",
         type=float,
-        default=float(env("grace", 10.0)),  # type: ignore[arg-type]
-        help="seconds in-flight calls may finish on SIGTERM/SIGINT (default 10)",
     )
-    group.add_argument(
-        "--log-level",
-        default=env("log_level", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-    )
+    server.add("--log-level", "INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser, EnvFlags(parser.add_argument_group(prog.removeprefix("imagesim-")), env_prefix)
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
