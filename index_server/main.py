@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.log_level)
+    # Per-query numpy work is small: BLAS thread pools would only spin against the other
+    # shards and handler threads on the same cores (set these variables to override).
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
     from imagesim.v1 import index_pb2, index_pb2_grpc

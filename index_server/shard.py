@@ -294,6 +294,10 @@ class Shard:
         search_k = search_k if search_k > 0 else -1
         if projection is not None and generation.vectors is not None:
             # Candidates from the small projected index, distances exact in the full space.
+            # Inspect as many nodes as a plain top-k search would (Annoy's default for n=k),
+            # not pool x trees: the exact re-rank, not the projection, decides the order.
+            if search_k <= 0:
+                search_k = max(n, k * generation.trees)
             ids = generation.annoy.get_nns_by_vector(projection(query), n, search_k)
             ids = [i for i in ids if i not in view.hidden]
             exact = distances(generation.vectors[ids], query, self.metric)
