@@ -28,7 +28,15 @@ def dump(embedder_server, photos, tmp_path_factory):
         synthetic_image(seed).save(folder / f"gen_{seed}.png")
     out = root / "vectors.npz"
     first = imagesim(
-        "dump", str(folder), "--embedder", embedder_server.address, "--out", str(out), "--quiet"
+        "dump",
+        str(folder),
+        "--embedder",
+        embedder_server.address,
+        "--out",
+        str(out),
+        "--quiet",
+        "--report",
+        str(root / "failed.tsv"),
     )
     assert "(2048-d full)" in first.stdout and "already done" not in first.stdout
     before = VectorDump.load(out)
@@ -36,7 +44,15 @@ def dump(embedder_server, photos, tmp_path_factory):
         synthetic_image(seed).save(folder / f"gen_{seed}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     second = imagesim(
-        "dump", str(folder), "--embedder", embedder_server.address, "--out", str(out), "--quiet"
+        "dump",
+        str(folder),
+        "--embedder",
+        embedder_server.address,
+        "--out",
+        str(out),
+        "--quiet",
+        "--report",
+        str(root / "failed.tsv"),
     )
     return {
         "root": root,
@@ -54,6 +70,7 @@ def test_dump_round_trip_and_incremental_rerun(dump, embedder):
     assert "embedded 4 of 5 images" in dump["second"].stdout  # only the new files
     assert "60 images were already done" in dump["second"].stdout
     assert "broken.png" in dump["second"].stderr
+    assert "broken.png\t" in (dump["root"] / "failed.tsv").read_text()
     assert len(after.keys) == 64 and after.keys[:60] == before.keys
     np.testing.assert_array_equal(after.vectors[:60], before.vectors)
     assert after.model_fingerprint == embedder.info().model_fingerprint

@@ -1,0 +1,29 @@
+"""Server flags: command line over environment over built-in defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagesim.embedder_server.main import parse_args as embedder_args
+from imagesim.index_server.main import parse_args as index_args
+
+
+def test_environment_supplies_defaults_and_flags_win(monkeypatch):
+    monkeypatch.setenv("IMAGESIM_INDEX_DATA", "/srv/shard")
+    monkeypatch.setenv("IMAGESIM_INDEX_DIMS", "256")
+    monkeypatch.setenv("IMAGESIM_INDEX_SHARD", "1/4")
+    monkeypatch.setenv("IMAGESIM_INDEX_PORT", "7000")
+    args = index_args(["--port", "7001"])
+    assert (args.data, args.dims, args.shard, args.port) == (Path("/srv/shard"), 256, (1, 4), 7001)
+    assert (args.host, args.metric, args.trees) == ("127.0.0.1", "angular", 100)
+
+
+def test_embedder_defaults():
+    args = embedder_args([])
+    assert (args.weights, args.precision, args.max_batch_size, args.port) == (
+        "imagenet",
+        "auto",
+        32,
+        50051,
+    )
+    assert args.max_message_mb == 64.0 and args.reducer is None
