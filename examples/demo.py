@@ -35,11 +35,13 @@ def main() -> None:
     photos = WORK / "photos"
     written = write_sample_photos(photos)
     print(f"wrote {len(written)} sample photos (scikit-image data + near-duplicates) to {photos}")
-    # The query is a photo the index has not seen: the cat, brightened and cropped differently.
-    query = WORK / "query" / "cat_brighter.jpg"
+    # The query is a photo the index has not seen: the cat, cropped differently, a little
+    # brighter, saved at another JPEG quality.
+    query = WORK / "query" / "cat_recropped.jpg"
     query.parent.mkdir()
     cat = photo("chelsea")
-    ImageEnhance.Brightness(cat.crop((30, 0, cat.width, cat.height - 20))).enhance(1.3).save(query)
+    recropped = cat.crop((30, 0, cat.width, cat.height - 20))
+    ImageEnhance.Brightness(recropped).enhance(1.08).save(query, quality=80)
 
     print(f"starting the embedder (weights={args.weights}) ...", flush=True)
     try:
