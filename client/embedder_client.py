@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from imagesim.channel import open_channel
-from imagesim.client.rpc import DEFAULT_TIMEOUT, call, rpc_error
+from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, rpc_error
 from imagesim.errors import FailedPrecondition, ImagesimError, error_for_code
 from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
@@ -26,28 +25,15 @@ class Embedded:
     error: ImagesimError | None = None
 
 
-class EmbedderClient:
+class EmbedderClient(ServiceClient):
+    what = "the embedder"
+
     def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.address = address
-        self.timeout = timeout
-        self._channel = open_channel(address)
+        super().__init__(address, timeout)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> EmbedderClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def info(self, timeout: float | None = None) -> embedder_pb2.InfoResponse:
-        return call(
-            self.address,
-            "the embedder",
-            lambda: self._stub.Info(embedder_pb2.InfoRequest(), timeout=timeout or self.timeout),
-        )
+        return self._call(self._stub.Info, embedder_pb2.InfoRequest(), timeout)
 
     def dimension(self, space: str = "full") -> int:
         """Vector length in `space`; FailedPrecondition if the server does not offer it."""
@@ -61,11 +47,7 @@ class EmbedderClient:
     def embed(self, image: bytes, space: str = "full", timeout: float | None = None) -> np.ndarray:
         """One encoded image -> float32 vector."""
         request = embedder_pb2.EmbedRequest(image=image, space=SPACES[space])
-        reply = call(
-            self.address,
-            "the embedder",
-            lambda: self._stub.Embed(request, timeout=timeout or self.timeout),
-        )
+        reply = self._call(self._stub.Embed, request, timeout)
         return np.asarray(reply.embedding.values, dtype=np.float32)
 
     def embed_stream(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
-from imagesim.channel import open_channel
-from imagesim.client.rpc import DEFAULT_TIMEOUT, call
+from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient
 from imagesim.v1 import index_pb2, index_pb2_grpc
 
 
@@ -54,27 +52,12 @@ def neighbors(reply: index_pb2.SearchResponse, shard: str) -> list[Neighbor]:
     ]
 
 
-class IndexClient:
+class IndexClient(ServiceClient):
+    what = "index shard"
+
     def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.address = address
-        self.timeout = timeout
-        self._channel = open_channel(address)
+        super().__init__(address, timeout)
         self.stub = index_pb2_grpc.IndexStub(self._channel)
-        self.what = "index shard"
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> IndexClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: grpc.UnaryUnaryMultiCallable, request: object, timeout: float | None):
-        return call(
-            self.address, self.what, lambda: method(request, timeout=timeout or self.timeout)
-        )
 
     def add(
         self, items: Iterable[ItemToAdd], timeout: float | None = None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
+from imagesim.channel import open_channel
 from imagesim.errors import ImagesimError, error_for_code
 
 T = TypeVar("T")
+C = TypeVar("C", bound="ServiceClient")
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call unless the caller says otherwise
 
@@ -31,3 +33,31 @@ def call(address: str, what: str, fn: Callable[[], T]) -> T:
         return fn()
     except grpc.RpcError as exc:
         raise rpc_error(exc, address, what) from None
+
+
+class ServiceClient:
+    """One channel to one server: every call has a deadline (the client's default unless the
+    call gives one), and failures raise ImagesimError naming the server."""
+
+    what = "the server"
+
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = open_channel(address)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self, method: grpc.UnaryUnaryMultiCallable, request: object, timeout: float | None = None
+    ) -> Any:
+        return call(
+            self.address, self.what, lambda: method(request, timeout=timeout or self.timeout)
+        )

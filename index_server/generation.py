@@ -239,6 +239,7 @@ def build_generation(
             os.fsync(f.fileno())
         indexed = projection(vectors)
     annoy = AnnoyIndex(indexed.shape[1], metric)
+    annoy.set_seed(number)  # reproducible builds
     for i, vector in enumerate(indexed):
         annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
     annoy.build(trees, n_jobs=-1)

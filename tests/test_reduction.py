@@ -27,33 +27,27 @@ def dump(embedder_server, photos, tmp_path_factory):
     for seed in range(10, 26):
         synthetic_image(seed).save(folder / f"gen_{seed}.png")
     out = root / "vectors.npz"
-    first = imagesim(
-        "dump",
-        str(folder),
-        "--embedder",
-        embedder_server.address,
-        "--out",
-        str(out),
-        "--quiet",
-        "--report",
-        str(root / "failed.tsv"),
-    )
+
+    def run_dump():
+        return imagesim(
+            "dump",
+            str(folder),
+            "--embedder",
+            embedder_server.address,
+            "--out",
+            str(out),
+            "--quiet",
+            "--report",
+            str(root / "failed.tsv"),
+        )
+
+    first = run_dump()
     assert "(2048-d full)" in first.stdout and "already done" not in first.stdout
     before = VectorDump.load(out)
     for seed in range(26, 30):  # the folder grows
         synthetic_image(seed).save(folder / f"gen_{seed}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    second = imagesim(
-        "dump",
-        str(folder),
-        "--embedder",
-        embedder_server.address,
-        "--out",
-        str(out),
-        "--quiet",
-        "--report",
-        str(root / "failed.tsv"),
-    )
+    second = run_dump()
     return {
         "root": root,
         "folder": folder,

@@ -174,7 +174,7 @@ def test_projected_index_reranks_exactly_and_survives_restart(tmp_path):
     shard.build()
     assert (tmp_path / "generations" / "gen-000001" / "projection.npz").exists()
     query = vectors(1, seed=11)[0]
-    hits = shard.search(query, 5)
+    hits = shard.search(query, 5, search_k=10**6)  # every candidate: the re-rank must be exact
     exact = distances(data, query, "angular")
     assert [h.key for h in hits] == exact_top(data, query, 5)
     np.testing.assert_allclose([h.distance for h in hits], np.sort(exact)[:5], atol=1e-5)
