@@ -129,13 +129,24 @@ class ItemStore:
             ).fetchone()
         return _row_item(row) if row else None
 
-    def metadata(self, keys: list[str]) -> dict[str, dict[str, str]]:
+    def items(self, keys: list[str]) -> list[StoredItem]:
+        """The items with these keys (absent keys are skipped)."""
+        found = []
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT key, metadata FROM items WHERE key IN ({','.join('?' * len(keys))})",
-                keys,
-            ).fetchall()
-        return {key: json.loads(metadata) for key, metadata in rows}
+            for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                chunk = keys[start : start + 500]
+                found.extend(
+                    _row_item(row)
+                    for row in self._db.execute(
+                        "SELECT key, seq, vector, metadata FROM items WHERE key IN "
+                        f"({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+        return found
+
+    def metadata(self, keys: list[str]) -> dict[str, dict[str, str]]:
+        return {item.key: item.metadata for item in self.items(keys)}
 
     def key_seqs(self) -> dict[str, int]:
         with self._lock:

@@ -96,14 +96,10 @@ class Shard:
         remove_stale(self.data_dir, generation)
         self._staging = StagingSet(self.dims)
         self._view = self._make_view(generation)
-        known = (
-            {k: s for k, s in zip(generation.keys, generation.seqs, strict=True)}
-            if generation
-            else {}
-        )
-        for item in self.store.iter_items():
-            if known.get(item.key) != item.seq:
-                self._staging.put(item.key, item.seq, item.vector)
+        # Only items newer than the generation are read back (the rest stay on disk, mapped).
+        built = dict(zip(generation.keys, generation.seqs, strict=True)) if generation else {}
+        for item in self.store.items([k for k, s in self._live.items() if built.get(k) != s]):
+            self._staging.put(item.key, item.seq, item.vector)
         log.info(
             "shard %s: %d items (%d in generation %d, %d staged, %d hidden), %d-d %s",
             self.data_dir,
