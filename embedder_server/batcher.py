@@ -40,8 +40,6 @@ class AdaptiveBatcher:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
-        self.batches_run = 0
-        self.items_run = 0
         self._last_batch_size = 1
         self._thread = threading.Thread(target=self._run, name="model-batcher", daemon=True)
         self._thread.start()
@@ -99,8 +97,6 @@ class AdaptiveBatcher:
             for _, future in live:
                 future.set_exception(exc)
             return
-        self.batches_run += 1
-        self.items_run += len(live)
         self._last_batch_size = len(live)
         for row, (_, future) in zip(outputs, live, strict=True):
             future.set_result(row)

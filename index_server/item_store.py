@@ -152,16 +152,13 @@ class ItemStore:
         with self._lock:
             return dict(self._db.execute("SELECT key, seq FROM items").fetchall())
 
-    def iter_items(self, min_seq: int = 0) -> Iterator[StoredItem]:
-        """A consistent snapshot of items with seq > min_seq (own connection: safe to run
+    def iter_items(self) -> Iterator[StoredItem]:
+        """A consistent snapshot of all items in write order (own connection: safe to run
         while writes go on)."""
         reader = self._connect()
         try:
             reader.execute("BEGIN")
-            cursor = reader.execute(
-                "SELECT key, seq, vector, metadata FROM items WHERE seq > ? ORDER BY seq",
-                (min_seq,),
-            )
+            cursor = reader.execute("SELECT key, seq, vector, metadata FROM items ORDER BY seq")
             for row in cursor:
                 yield _row_item(row)
             reader.execute("COMMIT")
