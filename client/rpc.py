@@ -1,4 +1,8 @@
-"""Calling a server: deadlines on every call, gRPC errors turned into imagesim errors."""
+"""Calling a server: deadlines on every call, gRPC errors turned into imagesim errors.
+
+The server's rich status (google.rpc.ErrorInfo) gives each error its machine-readable reason
+and metadata; the client never parses message text.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,60 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from imagesim.channel import open_channel
-from imagesim.errors import ImagesimError, error_for_code
+from imagesim.errors import ERROR_DOMAIN, ImagesimError, error_for_code
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ServiceClient")
 
 DEFAULT_TIMEOUT = 30.0  # seconds, for every unary call unless the caller says otherwise
 
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    """The imagesim ErrorInfo among a status's details, if any."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == ERROR_DOMAIN:
+                return info
+    return None
+
+
+def status_error(status: status_pb2.Status, address: str | None = None) -> ImagesimError:
+    """The domain error of a google.rpc.Status (e.g. a per-item error inside a stream)."""
+    info = error_info(status)
+    return error_for_code(
+        CODE_NAMES.get(status.code, "UNKNOWN"),
+        status.message,
+        reason=info.reason if info else None,
+        metadata=dict(info.metadata) if info else None,
+        address=address,
+    )
+
 
 def rpc_error(exc: grpc.RpcError, address: str, what: str) -> ImagesimError:
-    """A domain error with the status code, the server's message and the address."""
+    """A domain error with the status code, reason, the server's message and the address."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         details = f"cannot reach {what} at {address}: {details}"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         details = f"{what} at {address} did not answer in time"
-    return error_for_code(code.name, details.splitlines()[0], address=address)
+    status = rpc_status.from_call(exc) if isinstance(exc, grpc.Call) else None
+    info = error_info(status) if status is not None else None
+    return error_for_code(
+        code.name,
+        details.splitlines()[0],
+        reason=info.reason if info else None,
+        metadata=dict(info.metadata) if info else None,
+        address=address,
+    )
 
 
 def call(address: str, what: str, fn: Callable[[], T]) -> T:
