@@ -110,4 +110,3 @@ def map_errors(handler: F) -> F:
             abort_with_error(context, exc, method)
 
     return unary_wrapper  # type: ignore[return-value]
-
