@@ -31,8 +31,9 @@ from imagesim.client.collection import Collection
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import ItemToAdd
-from imagesim.launch import ServerProcess, start_embedder, start_index
-from imagesim.samples import write_photo_crops
+from imagesim.params import SearchParams
+from imagesim.testing.launch import ServerProcess, start_embedder, start_index
+from imagesim.testing.samples import write_photo_crops
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
 
@@ -177,8 +178,6 @@ class Bench:
                     self.work / f"{tag}{n}.log",
                     data_dir,
                     data.shape[1],
-                    "--shard",
-                    f"{n}/{count}",
                     "--auto-build",
                     "0",
                     "--project-dims",
@@ -216,14 +215,14 @@ class Bench:
                 Collection([s.address for s in shards]) as collection,
             ):
                 for data in self.jpegs[:2]:
-                    collection.search(client.embed(data), 10)
+                    collection.search(client.embed(data), SearchParams(k=10))
                 for data in self.jpegs[: 8 if self.quick else 60]:
                     x = preprocess(data, (299, 299), ImageLimits())[None]
                     started = time.perf_counter()
                     model(x)
                     bare.append(time.perf_counter() - started)
                     started = time.perf_counter()
-                    collection.search(client.embed(data), 10)
+                    collection.search(client.embed(data), SearchParams(k=10))
                     times.append(time.perf_counter() - started)
             self.results["index_rss_mb"] = max(rss_mb(s) for s in shards)
         finally:
@@ -258,7 +257,7 @@ class Bench:
             truth = exact(data, queries, 10)
             rows: dict = {}
             configs = {
-                0: (("annoy", {}), ("annoy+rerank", {"rerank": True})),
+                0: (("annoy", {}), ("annoy+rerank", {"rerank_factor": 10})),
                 256: (("annoy pca-256 + exact rerank", {}),),
             }
             for project_dims, searches in configs.items():
@@ -282,7 +281,7 @@ class Bench:
                         found, times = [], []
                         for q in queries:
                             t = time.perf_counter()
-                            hits = shard.search(q, 10, **options)
+                            hits = shard.search([q], SearchParams(k=10, **options))[0]
                             times.append(time.perf_counter() - t)
                             found.append([int(h.key) for h in hits])
                         rows[label] = {
@@ -313,11 +312,11 @@ class Bench:
             try:
                 with Collection([s.address for s in servers]) as collection:
                     for q in queries[:5]:
-                        collection.search(q, 10)
+                        collection.search(q, SearchParams(k=10))
                     times = []
                     for q in queries:
                         t = time.perf_counter()
-                        collection.search(q, 10)
+                        collection.search(q, SearchParams(k=10))
                         times.append(time.perf_counter() - t)
                 result[f"{tag}_p50_ms"] = percentile(times, 50) * 1000
             finally:

@@ -2,17 +2,20 @@
 
 Files are read lazily as the stream asks for them, the embedder keeps a bounded window in
 flight, and vectors go to their shards in chunks, so memory stays bounded for any folder size.
-An unreadable or undecodable file is reported and skipped, never fatal.
+Nothing about one file stops a run: a file that cannot be read, is larger than the embedder
+accepts, has a name that is not valid UTF-8, cannot be decoded or is refused by its shard is
+reported and skipped. Only a server that cannot be reached (or a deadline) ends a run early.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,8 @@ from tqdm import tqdm
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import ItemToAdd
-from imagesim.client.merge import shard_for
+from imagesim.enums import Space
+from imagesim.errors import InvalidArgument
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -54,11 +58,29 @@ class BulkReport:
         return self.done / self.seconds if self.seconds else 0.0
 
 
-def read_image_file(path: Path) -> bytes:
-    """The file's bytes, if it looks like an image (header only; the embedder decodes it).
+def path_key(path: Path) -> str:
+    """The item key of a file: its path as given. A name that is not valid UTF-8 cannot be a
+    key (keys are UTF-8 strings on the wire): ValueError, and the file is reported."""
+    key = str(path)
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ValueError(f"file name is not valid UTF-8: {shown}") from None
+    return key
+
+
+def read_image_file(path: Path, max_bytes: int = 0) -> tuple[bytes, dict[str, str]]:
+    """The file's bytes and default metadata (file size, width, height, mtime), if it looks
+    like an image (header only; the embedder decodes it) and fits in `max_bytes` (0 = any).
 
     Raises ValueError with a reason otherwise, so a bad file never costs a round trip."""
     try:
+        stat = path.stat()
+        if max_bytes and stat.st_size > max_bytes:
+            raise ValueError(
+                f"file is {stat.st_size:,} bytes; the embedder accepts at most {max_bytes:,}"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read: {exc.strerror or exc}") from None
@@ -66,21 +88,36 @@ def read_image_file(path: Path) -> bytes:
         raise ValueError("empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.size  # noqa: B018 - parsing the header is the check
+            width, height = image.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ValueError(f"not a readable image: {exc}") from None
-    return data
+    metadata = {
+        "file_size": str(len(data)),
+        "width": str(width),
+        "height": str(height),
+        "mtime": str(int(stat.st_mtime)),
+    }
+    return data, metadata
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    key: str
+    data: bytes
+    metadata: dict[str, str]
 
 
 def read_ahead(
-    paths: list[Path], workers: int, lookahead: int
-) -> Iterator[tuple[Path, bytes | None, str | None]]:
-    """(path, bytes, None) or (path, None, reason) in order; files are read and checked by
+    paths: list[Path], workers: int, lookahead: int, max_bytes: int = 0
+) -> Iterator[tuple[Path, ImageFile | None, str | None]]:
+    """(path, file, None) or (path, None, reason) in order; files are read and checked by
     `workers` threads, at most `lookahead` ahead of the consumer (bounded memory)."""
 
-    def load(path: Path) -> tuple[bytes | None, str | None]:
+    def load(path: Path) -> tuple[ImageFile | None, str | None]:
         try:
-            return read_image_file(path), None
+            key = path_key(path)
+            data, metadata = read_image_file(path, max_bytes)
+            return ImageFile(key, data, metadata), None
         except ValueError as exc:
             return None, str(exc)
 
@@ -96,94 +133,120 @@ def read_ahead(
             next_path = next(remaining, None)
             if next_path is not None:
                 queued.append((next_path, pool.submit(load, next_path)))
-            data, reason = future.result()
-            yield path, data, reason
+            image, reason = future.result()
+            yield path, image, reason
+
+
+def _shown(path: Path) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def embed_files(
     paths: list[Path],
     embedder: EmbedderClient,
     report: BulkReport,
-    space: str = "full",
+    space: Space = Space.FULL,
     in_flight: int = 128,
     readers: int = 4,
     per_image_timeout: float = 2.0,
     progress: bool = True,
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, vector) for each readable, decodable file (key = the path as a string), in order;
-    failures go to `report.failed`. At most `in_flight` images are sent and unanswered."""
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Iterator[tuple[str, np.ndarray, dict[str, str]]]:
+    """(key, vector, metadata) for each readable, decodable file (key = the path as a
+    string), in order; failures go to `report.failed`. At most `in_flight` images are sent
+    and unanswered; files over the embedder's size limit are never sent."""
+    max_bytes = embedder.info().limits.max_image_bytes
     bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
     slots = threading.Semaphore(in_flight)
     finished = threading.Event()
+    pending: dict[str, dict[str, str]] = {}  # key -> metadata, while in flight
 
     def requests() -> Iterator[tuple[str, bytes]]:
-        for path, data, reason in read_ahead(paths, readers, 2 * in_flight):
-            if data is None:
-                report.failed.append((str(path), str(reason)))
+        for path, image, reason in read_ahead(paths, readers, 2 * in_flight, max_bytes):
+            if image is None:
+                report.failed.append((_shown(path), str(reason)))
                 bar.update(1)
                 continue
             while not slots.acquire(timeout=0.5):
                 if finished.is_set():
                     return
-            yield str(path), data
+            pending[image.key] = {**image.metadata, **(extra_metadata or {})}
+            yield image.key, image.data
 
     timeout = embedder.timeout + per_image_timeout * len(paths)
     try:
         for embedded in embedder.embed_stream(requests(), space, timeout=timeout):
             slots.release()
             bar.update(1)
+            metadata = pending.pop(embedded.id, {})
             if embedded.error is not None or embedded.vector is None:
                 report.failed.append((embedded.id, str(embedded.error)))
                 bar.set_postfix(failed=len(report.failed))
                 continue
-            yield embedded.id, embedded.vector
+            yield embedded.id, embedded.vector, metadata
     finally:
         finished.set()
         bar.close()
 
 
 class ShardWriter:
-    """Routes (key, vector) pairs to their shards and sends them in chunks."""
+    """Routes items to their shards and sends them in chunks. A chunk a shard refuses as
+    invalid is retried item by item, so one bad item is reported and the rest are added."""
 
     def __init__(self, collection: Collection, report: BulkReport, chunk_size: int = 128):
         self.collection = collection
         self.report = report
         self.chunk_size = chunk_size
-        self.pending: list[list[ItemToAdd]] = [[] for _ in collection.shards]
+        self.pending: dict[str, list[ItemToAdd]] = {}
         for address in collection.addresses:
             report.per_shard.setdefault(address, 0)
 
-    def add(self, key: str, vector: np.ndarray) -> None:
-        number = shard_for(key, len(self.pending))
-        self.pending[number].append(ItemToAdd(key, vector))
-        self.report.done += 1
-        if len(self.pending[number]) >= self.chunk_size:
-            self._flush(number)
+    def add(self, item: ItemToAdd) -> None:
+        address = self.collection.shard_for(item.key).address
+        batch = self.pending.setdefault(address, [])
+        batch.append(item)
+        if len(batch) >= self.chunk_size:
+            self._flush(address)
 
-    def _flush(self, number: int) -> None:
-        if self.pending[number]:
-            shard = self.collection.shards[number]
-            shard.add(self.pending[number])
-            self.report.per_shard[shard.address] += len(self.pending[number])
-            self.pending[number] = []
+    def _flush(self, address: str) -> None:
+        batch = self.pending.pop(address, [])
+        if not batch:
+            return
+        try:
+            self.collection.add(batch)
+        except InvalidArgument:
+            batch = self._one_by_one(batch)
+        self.report.per_shard[address] += len(batch)
+        self.report.done += len(batch)
+
+    def _one_by_one(self, batch: list[ItemToAdd]) -> list[ItemToAdd]:
+        added = []
+        for item in batch:
+            try:
+                self.collection.add([item])
+                added.append(item)
+            except InvalidArgument as exc:
+                self.report.failed.append((item.key, str(exc)))
+        return added
 
     def flush(self) -> None:
-        for number in range(len(self.pending)):
-            self._flush(number)
+        for address in list(self.pending):
+            self._flush(address)
 
 
 def add_vectors(
-    vectors: Iterable[tuple[str, np.ndarray]],
+    vectors: Iterable[tuple[str, np.ndarray, Mapping[str, str]]],
     collection: Collection,
     report: BulkReport,
     chunk_size: int = 128,
     build: bool = True,
 ) -> BulkReport:
-    """Add (key, vector) pairs to the collection, then build every shard."""
+    """Add (key, vector, metadata) triples to the collection, then build every shard."""
     started = time.monotonic()
+    collection.record_layout()
     writer = ShardWriter(collection, report, chunk_size)
-    for key, vector in vectors:
-        writer.add(key, vector)
+    for key, vector, metadata in vectors:
+        writer.add(ItemToAdd(key, vector, metadata))
     writer.flush()
     if build:
         collection.build()
@@ -193,7 +256,7 @@ def add_vectors(
 
 def write_failures(report: BulkReport, path: Path) -> None:
     """The failed files, one `path<TAB>reason` line each."""
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         for failed, reason in report.failed:
             f.write(f"{failed}\t{reason}\n")
 
@@ -202,20 +265,28 @@ def index_paths(
     paths: list[Path],
     embedder: EmbedderClient,
     collection: Collection,
-    space: str = "full",
+    space: Space = Space.FULL,
     chunk_size: int = 128,
     progress: bool = True,
     build: bool = True,
     resume: bool = True,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> BulkReport:
-    """Embed and add every path (key = the path as a string), then build every shard.
+    """Embed and add every path (key = the path as a string, metadata = file size, width,
+    height, mtime + `extra_metadata`), then build every shard.
 
     With `resume`, paths whose key a shard already holds are skipped, so an interrupted run
     picks up where it stopped."""
     report = BulkReport()
     if resume:
-        todo = set(collection.missing(str(p) for p in paths))
-        report.already = len(paths) - len(todo)
-        paths = [p for p in paths if str(p) in todo]
-    vectors = embed_files(paths, embedder, report, space, progress=progress)
+        keys: dict[Path, str] = {}
+        for path in paths:
+            with contextlib.suppress(ValueError):  # not a valid key: read_ahead reports it
+                keys[path] = path_key(path)
+        todo = set(collection.missing(keys.values()))
+        paths = [p for p in paths if p not in keys or keys[p] in todo]
+        report.already = len(keys) - len(todo)
+    vectors = embed_files(
+        paths, embedder, report, space, progress=progress, extra_metadata=extra_metadata
+    )
     return add_vectors(vectors, collection, report, chunk_size, build)

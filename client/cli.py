@@ -1,4 +1,8 @@
-"""`imagesim`: index a folder of images and query it, over the Embedder and Index services."""
+"""`imagesim`: index a folder of images and query it, over the Embedder and Index services.
+
+Runs on the client install alone (grpcio, protobuf, numpy, pillow, tqdm): reduction commands
+import their extra's modules lazily and name the extra when it is missing.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from imagesim import protocol
 from imagesim.client.bulk import (
     BulkReport,
     add_vectors,
@@ -15,11 +24,14 @@ from imagesim.client.bulk import (
     list_images,
     write_failures,
 )
-from imagesim.client.collection import Collection
+from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.rpc import DEFAULT_TIMEOUT
-from imagesim.errors import ImagesimError
+from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline
+from imagesim.enums import Space
+from imagesim.errors import ImagesimError, InvalidArgument
+from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
+from imagesim.v1 import index_pb2
 
 DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
 DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
@@ -27,6 +39,13 @@ DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
 
 def _shards(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _pair(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {value!r}")
+    return name, text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--shards",
         type=_shards,
         default=_shards(DEFAULT_SHARDS),
-        help="Index shards, HOST:PORT[,HOST:PORT...] in a fixed order "
-        f"(env IMAGESIM_SHARDS, default {DEFAULT_SHARDS})",
+        help="Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection in any "
+        f"order (env IMAGESIM_SHARDS, default {DEFAULT_SHARDS})",
     )
     common.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
-        help=f"deadline per call in seconds (default {DEFAULT_TIMEOUT:g})",
+        help=f"one deadline for the whole command's calls, seconds (default {DEFAULT_TIMEOUT:g}; "
+        "bulk commands: per call)",
     )
     embedding = argparse.ArgumentParser(add_help=False)
     embedding.add_argument(
@@ -55,10 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embedding.add_argument(
         "--space",
-        choices=["full", "reduced"],
-        default="full",
+        type=Space,
+        choices=list(Space),
+        default=Space.FULL,
         help="vector space: full (2048-d) or reduced (needs a reducer)",
     )
+    searching = argparse.ArgumentParser(add_help=False)
+    searching.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    searching.add_argument(
+        "--search-k", type=int, default=0, help="Annoy nodes to inspect (default: Annoy's own)"
+    )
+    searching.add_argument(
+        "--rerank",
+        type=int,
+        nargs="?",
+        const=DEFAULT_RERANK_FACTOR,
+        default=1,
+        metavar="FACTOR",
+        help="re-rank a FACTOR x k candidate pool by exact distance "
+        f"(FACTOR defaults to {DEFAULT_RERANK_FACTOR})",
+    )
+    searching.add_argument(
+        "--max-distance",
+        type=float,
+        metavar="D",
+        help="only neighbours at most this far (may return fewer than k)",
+    )
+    searching.add_argument(
+        "--where",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only items whose metadata has KEY=VALUE (repeatable: all must match)",
+    )
+    searching.add_argument(
+        "--metadata", action="store_true", help="print each neighbour's metadata"
+    )
+    searching.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="if a shard fails, return the others' results and name it",
+    )
+    searching.add_argument("--json", action="store_true", help="print JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser(
@@ -73,7 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-dump",
         type=Path,
         metavar="NPZ",
-        help="add the vectors of a dump (`imagesim dump`) instead of embedding",
+        help="add the vectors of a dump (`imagesim dump` or `export`) instead of embedding",
+    )
+    index.add_argument(
+        "--meta",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata added to every item (repeatable); file_size, width, height and mtime "
+        "are always stored",
     )
     index.add_argument(
         "--chunk-size", type=int, default=128, help="items per Add call to a shard (default 128)"
@@ -98,22 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     query = commands.add_parser(
-        "query", parents=[common, embedding], help="the indexed images most similar to IMAGE"
+        "query",
+        parents=[common, embedding, searching],
+        help="the indexed images most similar to each IMAGE",
     )
-    query.add_argument("image", type=Path, metavar="IMAGE")
-    query.add_argument("-k", type=int, default=10, help="how many results (default 10)")
-    query.add_argument(
-        "--search-k", type=int, default=-1, help="Annoy nodes to inspect (default: Annoy's own)"
+    query.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+
+    similar = commands.add_parser(
+        "similar",
+        parents=[common, searching],
+        help="more like this: the neighbours of an indexed item KEY (itself left out)",
     )
-    query.add_argument(
-        "--rerank", action="store_true", help="re-rank a larger candidate pool by exact distance"
-    )
-    query.add_argument(
-        "--allow-partial",
-        action="store_true",
-        help="if a shard fails, return the others' results and name it",
-    )
-    query.add_argument("--json", action="store_true", help="print JSON")
+    similar.add_argument("key", metavar="KEY")
 
     dump = commands.add_parser(
         "dump", parents=[embedding], help="embed a folder once into a vector dump (.npz)"
@@ -128,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("imagesim-failed.tsv"),
         help="where to list failed files (default imagesim-failed.tsv)",
     )
+
+    export = commands.add_parser(
+        "export", parents=[common], help="write the whole collection (keys, vectors, metadata)"
+    )
+    export.add_argument("--out", type=Path, required=True, help="the file (.npz)")
 
     reducer = commands.add_parser("reducer", help="train or evaluate a 256-d reduction")
     reducer_commands = reducer.add_subparsers(dest="reducer_command", required=True)
@@ -156,11 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", parents=[common], help="build every shard's index")
     build.add_argument("--trees", type=int, default=0, help="trees (default: each shard's)")
-    stats = commands.add_parser("stats", parents=[common], help="counts and layout per shard")
+    stats = commands.add_parser(
+        "stats", parents=[common], help="counts and layout per shard and in all"
+    )
     stats.add_argument("--json", action="store_true", help="print JSON")
     remove = commands.add_parser("remove", parents=[common], help="remove items by key")
     remove.add_argument("keys", nargs="+", metavar="KEY")
     return parser
+
+
+def search_params(args: argparse.Namespace) -> SearchParams:
+    return SearchParams(
+        k=args.k,
+        search_k=args.search_k,
+        rerank_factor=args.rerank,
+        max_distance=args.max_distance,
+        where=dict(args.where),
+        include_metadata=args.metadata,
+    )
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -175,7 +257,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         EmbedderClient(args.embedder, args.timeout) as embedder,
         Collection(args.shards, args.timeout) as collection,
     ):
-        collection.check_layout(embedder.dimension(args.space))
+        collection.check_dims(embedder.dimension(args.space))
         report = index_paths(
             paths,
             embedder,
@@ -185,6 +267,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             build=not args.no_build,
             resume=not args.reindex,
+            extra_metadata=dict(args.meta),
         )
     print_report(report, "indexed", len(paths), args.report)
     return 0
@@ -192,10 +275,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def index_dump(args: argparse.Namespace) -> int:
     dump = VectorDump.load(args.from_dump)
+    extra = dict(args.meta)
+    metadata = dump.metadata or [{} for _ in dump.keys]
     with Collection(args.shards, args.timeout) as collection:
-        collection.check_layout(dump.dims)
+        collection.check_dims(dump.dims)
         report = add_vectors(
-            zip(dump.keys, dump.vectors, strict=True),
+            (
+                (key, vector, {**meta, **extra})
+                for key, vector, meta in zip(dump.keys, dump.vectors, metadata, strict=True)
+            ),
             collection,
             BulkReport(),
             args.chunk_size,
@@ -235,9 +323,25 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    with Collection(args.shards, args.timeout) as collection:
+        collection.connect()
+        keys, vectors, metadata = [], [], []
+        for item in collection.scan(include_vectors=True):
+            keys.append(item.key)
+            vectors.append(item.vector)
+            metadata.append(item.metadata)
+        dims = collection.dims
+    matrix = np.stack(vectors) if vectors else np.empty((0, dims), dtype=np.float32)
+    VectorDump(keys, matrix, "", "", metadata).save(args.out)
+    print(f"{args.out}: {len(keys)} items ({dims}-d)")
+    return 0
+
+
 def cmd_reducer(args: argparse.Namespace) -> int:
-    from imagesim.embedder_server.reducer import Reducer, train_autoencoder, train_pca
-    from imagesim.embedder_server.reducer_eval import evaluate, format_table, holdout_mask
+    from imagesim.reduction.evaluate import evaluate, format_table, holdout_mask
+    from imagesim.reduction.reducer import Reducer
+    from imagesim.reduction.train import train_autoencoder, train_pca
 
     dump = VectorDump.load(args.dump)
     if args.reducer_command == "train":
@@ -245,14 +349,9 @@ def cmd_reducer(args: argparse.Namespace) -> int:
         if args.method == "pca":
             reducer = train_pca(training, args.dims, dump.model_fingerprint, whiten=args.whiten)
         else:
-            try:
-                reducer = train_autoencoder(
-                    training, args.dims, dump.model_fingerprint, save_to=args.out
-                )
-            except ImportError as exc:
-                raise ImagesimError(
-                    f"the autoencoder needs Keras: pip install 'imagesim[embedder]' ({exc})"
-                ) from None
+            reducer = train_autoencoder(
+                training, args.dims, dump.model_fingerprint, epochs=args.epochs, save_to=args.out
+            )
         reducer.save(args.out)
         print(f"{args.out}: {reducer.description}; metrics {reducer.spec.metrics}")
         return 0
@@ -267,83 +366,173 @@ def cmd_reducer(args: argparse.Namespace) -> int:
     return 0
 
 
+def neighbour_rows(result: SearchResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": rank,
+            "key": n.key,
+            "distance": float(n.distance),
+            "shard": n.shard,
+            **({"metadata": dict(n.metadata)} if n.metadata is not None else {}),
+        }
+        for rank, n in enumerate(result.neighbors, 1)
+    ]
+
+
+def warn_missing(results: list[SearchResult]) -> None:
+    """Name each shard left out of a partial answer, once, on stderr."""
+    missing = {address: error for result in results for address, error in result.missing.items()}
+    for address, error in missing.items():
+        print(f"warning: shard {address} missing from the results: {error}", file=sys.stderr)
+
+
+def print_result(title: str, result: SearchResult, show_metadata: bool) -> None:
+    print(title)
+    print(f"{'rank':>4}  {'distance':>8}  key")
+    for row in neighbour_rows(result):
+        extra = f"  {json.dumps(row['metadata'])}" if show_metadata and "metadata" in row else ""
+        print(f"{row['rank']:>4}  {row['distance']:>8.4f}  {row['key']}{extra}")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    try:
-        image = args.image.read_bytes()
-    except OSError as exc:
-        raise ImagesimError(f"cannot read {args.image}: {exc.strerror or exc}") from None
+    images = []
+    for path in args.images:
+        try:
+            images.append(path.read_bytes())
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
+    deadline = Deadline(args.timeout)
     with (
         EmbedderClient(args.embedder, args.timeout) as embedder,
         Collection(args.shards, args.timeout) as collection,
     ):
-        vector = embedder.embed(image, args.space)
-        collection.check_layout(vector.shape[0], allow_missing=args.allow_partial)
-        result = collection.search(
-            vector, args.k, args.search_k, args.rerank, allow_partial=args.allow_partial
+        vectors = np.stack(
+            [embedder.embed(image, args.space, deadline.remaining()) for image in images]
         )
-    for address, error in result.missing.items():
-        print(f"warning: shard {address} missing from the results: {error}", file=sys.stderr)
+        collection.connect(allow_missing=args.allow_partial, timeout=deadline.remaining())
+        collection.check_dims(vectors.shape[1])
+        results = collection.search_many(
+            vectors, search_params(args), deadline.remaining(), args.allow_partial
+        )
+    warn_missing(results)
     if args.json:
         print(
             json.dumps(
                 [
-                    {"rank": rank, "key": n.key, "distance": n.distance, "shard": n.shard}
-                    for rank, n in enumerate(result.neighbors, 1)
+                    {
+                        "query": str(path),
+                        "neighbors": neighbour_rows(result),
+                        "missing_shards": sorted(result.missing),
+                    }
+                    for path, result in zip(args.images, results, strict=True)
                 ],
                 indent=2,
             )
         )
+        return 0
+    for path, result in zip(args.images, results, strict=True):
+        print_result(f"# {path}", result, args.metadata)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    with Collection(args.shards, args.timeout) as collection:
+        deadline = Deadline(args.timeout)
+        collection.connect(allow_missing=args.allow_partial, timeout=deadline.remaining())
+        result = collection.similar(
+            args.key, search_params(args), deadline.remaining(), args.allow_partial
+        )
+    warn_missing([result])
+    if args.json:
+        row = {
+            "key": args.key,
+            "neighbors": neighbour_rows(result),
+            "missing_shards": sorted(result.missing),
+        }
+        print(json.dumps(row, indent=2))
     else:
-        print(f"{'rank':>4}  {'distance':>8}  key")
-        for rank, n in enumerate(result.neighbors, 1):
-            print(f"{rank:>4}  {n.distance:>8.4f}  {n.key}")
+        print_result(f"# like {args.key}", result, args.metadata)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
         for address, reply in zip(collection.addresses, collection.build(args.trees), strict=True):
+            seconds = protocol.seconds_of(reply.duration)
             print(
                 f"{address}: generation {reply.generation}, {reply.count} items, "
-                f"{reply.trees} trees, {reply.seconds:.2f} s"
+                f"{reply.trees} trees, {seconds:.2f} s"
             )
     return 0
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
+def stats_row(address: str, s: index_pb2.StatsResponse) -> dict[str, Any]:
+    return {
+        "shard": address,
+        "shard_id": s.shard_id,
+        "count": s.count,
+        "built_count": s.built_count,
+        "staged": s.staged,
+        "hidden": s.hidden,
+        "dimension": s.dimension,
+        "metric": protocol.metric_of(s.metric).value,
+        "generation": s.generation,
+        "trees": s.trees,
+        "built": s.built,
+        "building": s.building,
+        "index_bytes": s.index_bytes,
+        "last_build_seconds": protocol.seconds_of(s.last_build_duration),
+        "last_build_error": s.last_build_error,
+        "layout_version": s.layout.version,
+        "project_dims": s.project_dims,
+    }
 
+
+def cmd_stats(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        stats = collection.stats()
         rows = [
-            {"shard": a, **MessageToDict(s, always_print_fields_with_no_presence=True)}
-            for a, s in zip(collection.addresses, stats, strict=True)
+            stats_row(a, s) for a, s in zip(collection.addresses, collection.stats(), strict=True)
         ]
+    total = {
+        "shards": len(rows),
+        **{
+            name: sum(r[name] for r in rows)
+            for name in ("count", "built_count", "staged", "hidden", "index_bytes")
+        },
+    }
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"shards": rows, "total": total}, indent=2))
         return 0
     for s in rows:
         print(
-            f"{s['shard']}: {s['count']} items ({s['builtCount']} built, {s['staged']} staged, "
-            f"{s['removed']} hidden), {s['dimension']}-d {s['metric']}, generation "
-            f"{s['generation']}, {s['trees']} trees{', building' if s['building'] else ''}"
+            f"{s['shard']} ({s['shard_id']}): {s['count']} items ({s['built_count']} built, "
+            f"{s['staged']} staged, {s['hidden']} hidden), {s['dimension']}-d {s['metric']}, "
+            f"generation {s['generation']}, {s['trees']} trees"
+            f"{', building' if s['building'] else ''}"
+            f"{'; last build failed: ' + s['last_build_error'] if s['last_build_error'] else ''}"
         )
+    print(
+        f"total: {total['count']} items in {total['shards']} shards ({total['built_count']} "
+        f"built, {total['staged']} staged, {total['hidden']} hidden), "
+        f"{total['index_bytes'] / 1e6:.1f} MB of index"
+    )
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        collection.check_layout()
         removed, missing = collection.remove(args.keys)
     print(f"removed {removed}; {missing} not found")
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "dump": cmd_dump,
+    "export": cmd_export,
     "reducer": cmd_reducer,
     "query": cmd_query,
+    "similar": cmd_similar,
     "build": cmd_build,
     "stats": cmd_stats,
     "remove": cmd_remove,

@@ -1,25 +1,45 @@
-"""A collection spread over several Index shards: routed adds, parallel fan-out search."""
+"""A collection spread over several Index shards: routed writes, parallel fan-out search.
+
+Keys are placed by rendezvous hashing over the shards' stable ids (imagesim.routing), so the
+order of the shard list does not matter. The layout (which shard ids make the collection) is
+recorded on every shard before the first write, and a client whose shard list contradicts it
+(a shard added, dropped or swapped without `imagesim reshard`) is refused with LAYOUT_MISMATCH:
+writes can never be misrouted, and searches never silently miss a shard.
+"""
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
+from imagesim import protocol
 from imagesim.client.index_client import (
+    BUILD_TIMEOUT,
     IndexClient,
+    Item,
     ItemToAdd,
+    Layout,
     Neighbor,
     neighbors,
-    search_request,
 )
-from imagesim.client.merge import merge_top_k, shard_for
-from imagesim.client.rpc import DEFAULT_TIMEOUT, rpc_error
-from imagesim.errors import FailedPrecondition, ImagesimError, Unavailable
+from imagesim.client.merge import merge_top_k
+from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, rpc_error
+from imagesim.enums import Metric
+from imagesim.errors import (
+    Aborted,
+    FailedPrecondition,
+    ImagesimError,
+    InvalidArgument,
+    Reason,
+    Unavailable,
+)
+from imagesim.params import SearchParams
+from imagesim.routing import home
 from imagesim.v1 import index_pb2
 
 
@@ -30,8 +50,12 @@ class SearchResult:
     missing: dict[str, ImagesimError] = field(default_factory=dict)
 
 
+def _mismatch(message: str) -> FailedPrecondition:
+    return FailedPrecondition(message, reason=Reason.LAYOUT_MISMATCH)
+
+
 class Collection:
-    """The shards in a fixed order: the order decides where each key lives."""
+    """The shards of one collection, given by address in any order."""
 
     def __init__(self, shards: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> None:
         addresses = [a.strip() for a in shards if a.strip()]
@@ -41,6 +65,10 @@ class Collection:
             raise ValueError(f"a shard is listed twice: {','.join(addresses)}")
         self.timeout = timeout
         self.shards = [IndexClient(address, timeout) for address in addresses]
+        self._layout: Layout | None = None
+        self._by_id: dict[str, IndexClient] = {}
+        self.dims = 0
+        self.metric = Metric.ANGULAR
 
     def close(self) -> None:
         for shard in self.shards:
@@ -56,23 +84,21 @@ class Collection:
     def addresses(self) -> list[str]:
         return [s.address for s in self.shards]
 
-    def shard_of(self, key: str) -> IndexClient:
-        return self.shards[shard_for(key, len(self.shards))]
+    # ---- fan-out --------------------------------------------------------------------------
 
     def _fan_out(
         self,
         method: Callable[[IndexClient], grpc.UnaryUnaryMultiCallable],
         request: object,
-        timeout: float,
+        deadline: Deadline,
+        shards: Sequence[IndexClient] | None = None,
     ) -> list[object | ImagesimError]:
         """The same call on every shard at once, under one overall deadline."""
-        deadline = time.monotonic() + timeout
-        calls = [
-            method(shard).future(request, timeout=max(deadline - time.monotonic(), 0.001))
-            for shard in self.shards
-        ]
+        shards = self.shards if shards is None else shards
+        timeout = deadline.remaining()
+        calls = [method(shard).future(request, timeout=timeout) for shard in shards]
         results: list[object | ImagesimError] = []
-        for shard, future in zip(self.shards, calls, strict=True):
+        for shard, future in zip(shards, calls, strict=True):
             try:
                 results.append(future.result())
             except grpc.RpcError as exc:
@@ -83,121 +109,202 @@ class Collection:
         self,
         method: Callable[[IndexClient], grpc.UnaryUnaryMultiCallable],
         request: object,
-        timeout: float,
+        deadline: Deadline,
     ) -> list:
-        results = self._fan_out(method, request, timeout)
+        results = self._fan_out(method, request, deadline)
         for result in results:
             if isinstance(result, ImagesimError):
                 raise result
         return results
 
     def stats(self, timeout: float | None = None) -> list[index_pb2.StatsResponse]:
-        return self._all(lambda s: s.stub.Stats, index_pb2.StatsRequest(), timeout or self.timeout)
+        return self._all(
+            lambda s: s.stub.Stats, index_pb2.StatsRequest(), Deadline(timeout or self.timeout)
+        )
 
-    def check_layout(self, dims: int | None = None, allow_missing: bool = False) -> tuple[int, str]:
-        """All shards must hold the same dimension and metric (and `dims`, if given), and a
-        shard that recorded its place in the collection must be listed at that place.
+    # ---- layout ---------------------------------------------------------------------------
+
+    def connect(self, allow_missing: bool = False, timeout: float | None = None) -> Layout:
+        """Read every shard's id and recorded layout (one Stats round trip) and check that
+        the shard list is exactly the recorded collection, with one dimension and metric.
 
         With `allow_missing`, shards that do not answer are left out of the check (at least
-        one must answer); otherwise the first failure is raised."""
-        answers = self._fan_out(lambda s: s.stub.Stats, index_pb2.StatsRequest(), self.timeout)
-        stats = {}
+        one must answer). Returns the layout (version 0 if none is recorded yet)."""
+        deadline = Deadline(timeout or self.timeout)
+        answers = self._fan_out(lambda s: s.stub.Stats, index_pb2.StatsRequest(), deadline)
+        stats: dict[str, index_pb2.StatsResponse] = {}
         for address, answer in zip(self.addresses, answers, strict=True):
             if isinstance(answer, ImagesimError):
                 if not allow_missing:
                     raise answer
             else:
-                stats[address] = answer
+                stats[address] = answer  # type: ignore[assignment]
         if not stats:
             raise Unavailable("no shard answered: " + ", ".join(self.addresses))
-        for position, address in enumerate(self.addresses):
-            recorded = stats.get(address)
-            if (
-                recorded is not None
-                and recorded.shard_count
-                and (
-                    (recorded.shard_index, recorded.shard_count) != (position, len(self.addresses))
-                )
-            ):
-                raise FailedPrecondition(
-                    f"shard {address} is recorded as shard {recorded.shard_index} of "
-                    f"{recorded.shard_count}, but the shard list puts it at position {position} "
-                    f"of {len(self.addresses)}: keys would be routed to the wrong shards"
-                )
-        layouts = {(s.dimension, s.metric) for s in stats.values()}
-        if len(layouts) > 1:
-            described = ", ".join(f"{a}: {s.dimension}-d {s.metric}" for a, s in stats.items())
-            raise FailedPrecondition(f"the shards disagree on their layout ({described})")
-        shard_dims, metric = layouts.pop()
-        if dims is not None and shard_dims != dims:
-            raise FailedPrecondition(
-                f"the shards hold {shard_dims}-d vectors but the embeddings are {dims}-d "
-                "(index and query in the same space, or start the shards with matching --dims)"
+        ids = {address: s.shard_id for address, s in stats.items()}
+        if len(set(ids.values())) != len(ids):
+            raise _mismatch(f"two addresses reach the same shard: {ids}")
+        shapes = {(s.dimension, s.metric) for s in stats.values()}
+        if len(shapes) > 1:
+            described = ", ".join(
+                f"{a}: {s.dimension}-d {protocol.metric_of(s.metric).value}"
+                for a, s in stats.items()
             )
-        return shard_dims, metric
+            raise _mismatch(f"the shards disagree on their vectors ({described})")
+        dims, metric = shapes.pop()
+        recorded = {Layout.from_proto(s.layout) for s in stats.values() if s.layout.version}
+        if not recorded:
+            layout = Layout(0, tuple(sorted(ids.values())))
+        elif len(recorded) > 1:
+            versions = sorted(layout.version for layout in recorded)
+            raise _mismatch(
+                f"the shards record different layouts (versions {versions}): an interrupted "
+                "reshard? run `imagesim reshard` again with the same lists"
+            )
+        else:
+            layout = recorded.pop()
+            self._check_listed(layout, ids, complete=len(stats) == len(self.shards))
+        self.dims, self.metric = dims, protocol.metric_of(metric)
+        self._layout = layout
+        self._by_id = {ids[s.address]: s for s in self.shards if s.address in ids}
+        return layout
+
+    def _check_listed(self, layout: Layout, ids: dict[str, str], complete: bool) -> None:
+        strangers = [a for a, shard_id in ids.items() if shard_id not in layout.all_ids]
+        if strangers:
+            raise _mismatch(
+                f"{', '.join(strangers)} is not part of the collection recorded on the other "
+                f"shards ({', '.join(layout.shard_ids)}): add shards with `imagesim reshard`"
+            )
+        absent = sorted(layout.all_ids - set(ids.values()))
+        if complete and absent:
+            raise _mismatch(
+                f"the shard list lacks shards of the recorded collection: {', '.join(absent)} "
+                "(list every shard; remove shards with `imagesim reshard`)"
+            )
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self.connect()
+        assert self._layout is not None
+        return self._layout
+
+    def record_layout(self) -> Layout:
+        """Record the layout on every shard if none is recorded yet (before the first write)."""
+        layout = self.layout
+        if layout.version:
+            return layout
+        new = Layout(1, layout.shard_ids)
+        for shard in self.shards:
+            # Aborted: another client recorded one first; connect() checks that it matches.
+            with contextlib.suppress(Aborted):
+                shard.set_layout(new, expected_version=0)
+        return self.connect()
+
+    def shard_for(self, key: str) -> IndexClient:
+        """The client of the shard holding `key` under the recorded layout."""
+        shard_ids = self.layout.shard_ids  # connects first, if needed
+        return self._by_id[home(key, shard_ids)]
+
+    def _group(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = defaultdict(list)
+        shard_ids = self.layout.shard_ids  # connects first, if needed
+        for key in keys:
+            groups[home(key, shard_ids)].append(key)
+        return groups
+
+    # ---- writes ---------------------------------------------------------------------------
 
     def add(self, items: Iterable[ItemToAdd], timeout: float | None = None) -> int:
-        """Route each item to its shard by a stable hash of its key; returns items sent."""
-        by_shard: dict[int, list[ItemToAdd]] = defaultdict(list)
-        for item in items:
-            by_shard[shard_for(item.key, len(self.shards))].append(item)
-        for number, batch in by_shard.items():
-            self.shards[number].add(batch, timeout)
-        return sum(len(b) for b in by_shard.values())
+        """Route each item to its shard; returns items sent. A shard that refuses an item as
+        not its own (the layout changed meanwhile) makes the client read the layout again and
+        retry once."""
+        items = list(items)
+        for attempt in range(2):
+            layout = self.record_layout()
+            by_key = {item.key: item for item in items}
+            try:
+                for shard_id, keys in self._group(by_key).items():
+                    batch = [by_key[k] for k in keys]
+                    self._by_id[shard_id].add(batch, layout.version, timeout)
+                return len(items)
+            except FailedPrecondition as exc:
+                if attempt or exc.reason not in (Reason.WRONG_SHARD, Reason.LAYOUT_CHANGED):
+                    raise
+                self.connect()
+        raise AssertionError("unreachable")
+
+    def remove(self, keys: Iterable[str], timeout: float | None = None) -> tuple[int, int]:
+        """Returns (removed, missing)."""
+        removed = missing = 0
+        for shard_id, batch in self._group(keys).items():
+            reply = self._by_id[shard_id].remove(batch, timeout)
+            removed, missing = removed + reply.removed, missing + reply.missing
+        return removed, missing
 
     def missing(self, keys: Iterable[str], chunk: int = 2000) -> list[str]:
         """The keys no shard holds yet (each key is asked of its own shard), in order."""
         keys = list(keys)
-        by_shard: dict[int, list[str]] = defaultdict(list)
-        for key in keys:
-            by_shard[shard_for(key, len(self.shards))].append(key)
         present: set[str] = set()
-        for number, shard_keys in by_shard.items():
+        for shard_id, shard_keys in self._group(keys).items():
             for start in range(0, len(shard_keys), chunk):
                 batch = shard_keys[start : start + chunk]
-                flags = self.shards[number].contains(batch)
+                flags = self._by_id[shard_id].contains(batch)
                 present.update(k for k, here in zip(batch, flags, strict=True) if here)
         return [k for k in keys if k not in present]
 
-    def remove(self, keys: Iterable[str], timeout: float | None = None) -> tuple[int, int]:
-        """Returns (removed, missing)."""
-        by_shard: dict[int, list[str]] = defaultdict(list)
-        for key in keys:
-            by_shard[shard_for(key, len(self.shards))].append(key)
-        removed = missing = 0
-        for number, batch in by_shard.items():
-            reply = self.shards[number].remove(batch, timeout)
-            removed, missing = removed + reply.removed, missing + reply.missing
-        return removed, missing
+    def build(
+        self, trees: int = 0, timeout: float = BUILD_TIMEOUT
+    ) -> list[index_pb2.BuildResponse]:
+        return self._all(
+            lambda s: s.stub.Build, index_pb2.BuildRequest(trees=trees), Deadline(timeout)
+        )
 
-    def build(self, trees: int = 0, timeout: float = 3600.0) -> list[index_pb2.BuildResponse]:
-        return self._all(lambda s: s.stub.Build, index_pb2.BuildRequest(trees=trees), timeout)
+    # ---- reads ----------------------------------------------------------------------------
+
+    def get(self, key: str, timeout: float | None = None) -> Item:
+        """One item (vector and metadata) from its home shard; NotFound if absent."""
+        return self.shard_for(key).get(key, timeout)
 
     def search(
         self,
         vector: np.ndarray,
-        k: int = 10,
-        search_k: int = -1,
-        rerank: bool = False,
-        include_metadata: bool = False,
+        params: SearchParams = SearchParams(),
         timeout: float | None = None,
         allow_partial: bool = False,
     ) -> SearchResult:
-        """Search every shard in parallel and merge the global top-k.
+        """The collection's k nearest neighbours of one vector."""
+        return self.search_many(np.atleast_2d(vector), params, timeout, allow_partial)[0]
+
+    def search_many(
+        self,
+        vectors: np.ndarray,
+        params: SearchParams = SearchParams(),
+        timeout: float | None = None,
+        allow_partial: bool = False,
+    ) -> list[SearchResult]:
+        """Search every shard in parallel for all the query vectors at once (one round trip
+        per shard) and merge each query's global top-k.
 
         A failed shard fails the search with UNAVAILABLE naming it, unless `allow_partial`,
         which returns what the other shards found and names the missing shards."""
-        request = search_request(vector, k, search_k, rerank, include_metadata)
-        results = self._fan_out(lambda s: s.stub.Search, request, timeout or self.timeout)
-        found: list[list[Neighbor]] = []
+        deadline = Deadline(timeout or self.timeout)
+        layout = self._layout or self.connect(allow_missing=allow_partial)
+        request = protocol.search_request(vectors, params)
+        results = self._fan_out(lambda s: s.stub.Search, request, deadline)
+        found: list[list[list[Neighbor]]] = []
         missing: dict[str, ImagesimError] = {}
         for shard, result in zip(self.shards, results, strict=True):
             if isinstance(result, ImagesimError):
-                if result.code == "INVALID_ARGUMENT":
+                if isinstance(result, InvalidArgument):
                     raise result
                 missing[shard.address] = result
-            else:
-                found.append(neighbors(result, shard.address))  # type: ignore[arg-type]
+                continue
+            reply: index_pb2.SearchResponse = result  # type: ignore[assignment]
+            if reply.layout_version != layout.version:
+                layout = self.connect(allow_missing=allow_partial)  # refuses a bad list
+            found.append([neighbors(r, shard.address) for r in reply.results])
         if missing and not allow_partial:
             if len(missing) == 1:
                 address, error = next(iter(missing.items()))
@@ -206,4 +313,42 @@ class Collection:
                 f"{len(missing)} shards failed: "
                 + "; ".join(f"{a}: {e}" for a, e in missing.items())
             )
-        return SearchResult(merge_top_k(found, k), missing)  # type: ignore[arg-type]
+        return [
+            SearchResult(merge_top_k([per_shard[q] for per_shard in found], params.k), missing)
+            for q in range(len(np.atleast_2d(vectors)))
+        ]
+
+    def similar(
+        self,
+        key: str,
+        params: SearchParams = SearchParams(),
+        timeout: float | None = None,
+        allow_partial: bool = False,
+    ) -> SearchResult:
+        """More like this: the neighbours of an item already in the collection (its vector is
+        read from its home shard), the item itself left out."""
+        deadline = Deadline(timeout or self.timeout)
+        item = self.get(key, deadline.remaining())
+        result = self.search(
+            item.vector, params.with_k(params.k + 1), deadline.remaining(), allow_partial
+        )
+        result.neighbors = [n for n in result.neighbors if n.key != key][: params.k]
+        return result
+
+    def scan(
+        self, page_size: int = 0, include_vectors: bool = False, include_metadata: bool = True
+    ) -> Iterator[Item]:
+        """Every item of the collection, shard after shard (each in key order)."""
+        for shard in self.shards:
+            for page in shard.scan(page_size, "", include_vectors, include_metadata, timeout=3600):
+                yield from page
+
+    def check_dims(self, dims: int) -> None:
+        """The shards must hold `dims`-d vectors (those the embedder makes)."""
+        self.layout  # noqa: B018 - connects once
+        if self.dims != dims:
+            raise FailedPrecondition(
+                f"the shards hold {self.dims}-d vectors but the embeddings are {dims}-d "
+                "(index and query in the same space, or start the shards with matching --dims)",
+                reason=Reason.SPACE_MISMATCH,
+            )

@@ -1,11 +1,14 @@
-"""A vector dump: a folder's keys and float32 vectors in one .npz, embedded once.
+"""A vector dump: keys, float32 vectors and metadata in one .npz, embedded once (`imagesim
+dump`) or exported from a collection (`imagesim export`).
 
-Re-running on a grown folder embeds only the files not in the dump yet. The dump records the
-embedding model's fingerprint and the space, and refuses to mix vectors of another model.
+Re-running a dump on a grown folder embeds only the files not in the dump yet. The dump records
+the embedding model's fingerprint (empty for an export: shards do not know it) and the space,
+and refuses to mix vectors of another model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -15,7 +18,8 @@ import numpy as np
 
 from imagesim.client.bulk import BulkReport, embed_files, list_images
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.errors import FailedPrecondition
+from imagesim.enums import Space
+from imagesim.errors import FailedPrecondition, Reason
 
 
 @dataclass
@@ -24,6 +28,7 @@ class VectorDump:
     vectors: np.ndarray  # (n, dims) float32
     model_fingerprint: str
     space: str
+    metadata: list[dict[str, str]] | None = None  # one per key, if kept
 
     @property
     def dims(self) -> int:
@@ -33,11 +38,15 @@ class VectorDump:
     def load(cls, path: Path) -> VectorDump:
         try:
             with np.load(path, allow_pickle=False) as data:
+                metadata = None
+                if "metadata" in data.files:
+                    metadata = [json.loads(str(m)) for m in data["metadata"]]
                 return cls(
                     keys=[str(k) for k in data["keys"]],
                     vectors=data["vectors"].astype(np.float32, copy=False),
                     model_fingerprint=str(data["model_fingerprint"]),
                     space=str(data["space"]),
+                    metadata=metadata,
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise FailedPrecondition(f"{path} is not a vector dump: {exc}") from exc
@@ -46,14 +55,16 @@ class VectorDump:
         """Write atomically: a crash never leaves a half-written dump in place."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
+        arrays = {
+            "keys": np.array(self.keys, dtype=np.str_),
+            "vectors": self.vectors.astype(np.float32, copy=False),
+            "model_fingerprint": np.array(self.model_fingerprint),
+            "space": np.array(self.space),
+        }
+        if self.metadata is not None:
+            arrays["metadata"] = np.array([json.dumps(m) for m in self.metadata], dtype=np.str_)
         with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                keys=np.array(self.keys, dtype=np.str_),
-                vectors=self.vectors.astype(np.float32, copy=False),
-                model_fingerprint=np.array(self.model_fingerprint),
-                space=np.array(self.space),
-            )
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -63,45 +74,52 @@ def dump_folder(
     folder: Path,
     embedder: EmbedderClient,
     out: Path,
-    space: str = "full",
+    space: Space = Space.FULL,
     progress: bool = True,
     checkpoint_seconds: float = 60.0,
 ) -> tuple[VectorDump, BulkReport]:
     """Embed the images under `folder` not yet in `out` and save the grown dump (also every
     `checkpoint_seconds`, atomically). Returns the dump and this run's report."""
     started = time.monotonic()
+    space = Space(space)
     fingerprint = embedder.info().model_fingerprint
     dims = embedder.dimension(space)
     if out.exists():
         dump = VectorDump.load(out)
-        if dump.model_fingerprint != fingerprint or dump.space != space:
+        if dump.model_fingerprint != fingerprint or dump.space != space.value:
             raise FailedPrecondition(
                 f"{out} holds {dump.space} vectors of model {dump.model_fingerprint[:12]}; the "
-                f"embedder makes {space} vectors of model {fingerprint[:12]}: use another --out"
+                f"embedder makes {space.value} vectors of model {fingerprint[:12]}: use another "
+                "--out",
+                reason=Reason.SPACE_MISMATCH,
             )
     else:
-        dump = VectorDump([], np.empty((0, dims), dtype=np.float32), fingerprint, space)
+        empty = np.empty((0, dims), dtype=np.float32)
+        dump = VectorDump([], empty, fingerprint, space.value, [])
     known = set(dump.keys)
     paths = [p for p in list_images(folder) if str(p) not in known]
     report = BulkReport(already=len(known))
     keys: list[str] = []
     vectors: list[np.ndarray] = []
+    metadata: list[dict[str, str]] = []
     saved_at = time.monotonic()
 
     def grown() -> VectorDump:
         if not keys:
             return dump
         stacked = np.concatenate([dump.vectors, np.stack(vectors)])
-        return VectorDump(dump.keys + keys, stacked, fingerprint, space)
+        kept = None if dump.metadata is None else dump.metadata + metadata
+        return VectorDump(dump.keys + keys, stacked, fingerprint, space.value, kept)
 
-    for key, vector in embed_files(paths, embedder, report, space, progress=progress):
+    for key, vector, meta in embed_files(paths, embedder, report, space, progress=progress):
         keys.append(key)
         vectors.append(vector)
+        metadata.append(meta)
         report.done += 1
         if time.monotonic() - saved_at > checkpoint_seconds:  # an interruption loses little
             dump = grown()
             dump.save(out)
-            keys, vectors, saved_at = [], [], time.monotonic()
+            keys, vectors, metadata, saved_at = [], [], [], time.monotonic()
     if keys or not out.exists():
         dump = grown()
         dump.save(out)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient
+from imagesim import protocol
+from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, call
+from imagesim.params import SearchParams
 from imagesim.v1 import index_pb2, index_pb2_grpc
+
+BUILD_TIMEOUT = 3600.0  # seconds: a build of a large shard takes minutes
 
 
 @dataclass(frozen=True)
@@ -26,29 +30,52 @@ class ItemToAdd:
     metadata: Mapping[str, str] | None = None
 
     def to_proto(self) -> index_pb2.Item:
-        return index_pb2.Item(key=self.key, vector=self.vector.tolist(), metadata=self.metadata)
+        return index_pb2.Item(
+            key=self.key, vector=protocol.floats(self.vector), metadata=self.metadata
+        )
 
 
-def search_request(
-    vector: np.ndarray,
-    k: int,
-    search_k: int = -1,
-    rerank: bool = False,
-    include_metadata: bool = False,
-) -> index_pb2.SearchRequest:
-    return index_pb2.SearchRequest(
-        vector=np.asarray(vector, dtype=np.float32).tolist(),
-        k=k,
-        search_k=search_k,
-        rerank=rerank,
-        include_metadata=include_metadata,
-    )
+@dataclass(frozen=True)
+class Item:
+    """An item read back from a shard (vector empty when not asked for)."""
+
+    key: str
+    vector: np.ndarray
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_proto(cls, item: index_pb2.Item) -> Item:
+        return cls(item.key, protocol.vector_of(item.vector), dict(item.metadata))
 
 
-def neighbors(reply: index_pb2.SearchResponse, shard: str) -> list[Neighbor]:
+@dataclass(frozen=True)
+class Layout:
+    """A collection layout as recorded on a shard (version 0: none recorded)."""
+
+    version: int = 0
+    shard_ids: tuple[str, ...] = ()
+    next_shard_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_proto(cls, layout: index_pb2.CollectionLayout) -> Layout:
+        return cls(layout.version, tuple(layout.shard_ids), tuple(layout.next_shard_ids))
+
+    def to_proto(self) -> index_pb2.CollectionLayout:
+        return index_pb2.CollectionLayout(
+            version=self.version,
+            shard_ids=list(self.shard_ids),
+            next_shard_ids=list(self.next_shard_ids),
+        )
+
+    @property
+    def all_ids(self) -> set[str]:
+        return {*self.shard_ids, *self.next_shard_ids}
+
+
+def neighbors(result: index_pb2.SearchResult, shard: str) -> list[Neighbor]:
     return [
         Neighbor(n.key, n.distance, shard, dict(n.metadata) if n.metadata else None)
-        for n in reply.neighbors
+        for n in result.neighbors
     ]
 
 
@@ -60,35 +87,70 @@ class IndexClient(ServiceClient):
         self.stub = index_pb2_grpc.IndexStub(self._channel)
 
     def add(
-        self, items: Iterable[ItemToAdd], timeout: float | None = None
+        self, items: Iterable[ItemToAdd], layout_version: int = 0, timeout: float | None = None
     ) -> index_pb2.AddResponse:
-        request = index_pb2.AddRequest(items=[item.to_proto() for item in items])
+        request = index_pb2.AddRequest(
+            items=[item.to_proto() for item in items], layout_version=layout_version
+        )
         return self._call(self.stub.Add, request, timeout)
 
     def remove(self, keys: Iterable[str], timeout: float | None = None) -> index_pb2.RemoveResponse:
         return self._call(self.stub.Remove, index_pb2.RemoveRequest(keys=list(keys)), timeout)
 
-    def build(self, trees: int = 0, timeout: float = 3600.0) -> index_pb2.BuildResponse:
+    def build(self, trees: int = 0, timeout: float = BUILD_TIMEOUT) -> index_pb2.BuildResponse:
         return self._call(self.stub.Build, index_pb2.BuildRequest(trees=trees), timeout)
 
     def search(
         self,
-        vector: np.ndarray,
-        k: int = 10,
-        search_k: int = -1,
-        rerank: bool = False,
-        include_metadata: bool = False,
+        queries: np.ndarray,
+        params: SearchParams = SearchParams(),
         timeout: float | None = None,
-    ) -> list[Neighbor]:
-        request = search_request(vector, k, search_k, rerank, include_metadata)
-        return neighbors(self._call(self.stub.Search, request, timeout), self.address)
+    ) -> list[list[Neighbor]]:
+        """The neighbours of each row of `queries` ((n, dims) or one (dims,) vector)."""
+        request = protocol.search_request(queries, params)
+        reply = self._call(self.stub.Search, request, timeout)
+        return [neighbors(result, self.address) for result in reply.results]
 
-    def get(self, key: str, timeout: float | None = None) -> index_pb2.Item:
-        return self._call(self.stub.Get, index_pb2.GetRequest(key=key), timeout)
+    def get(self, key: str, timeout: float | None = None) -> Item:
+        reply = self._call(self.stub.Get, index_pb2.GetRequest(key=key), timeout)
+        return Item.from_proto(reply.item)
 
-    def contains(self, keys: list[str], timeout: float | None = None) -> list[bool]:
-        reply = self._call(self.stub.Contains, index_pb2.ContainsRequest(keys=keys), timeout)
-        return list(reply.present)
+    def contains(self, keys: Sequence[str], timeout: float | None = None) -> list[bool]:
+        request = index_pb2.ContainsRequest(keys=list(keys))
+        return list(self._call(self.stub.Contains, request, timeout).present)
+
+    def scan(
+        self,
+        page_size: int = 0,
+        start_after: str = "",
+        include_vectors: bool = False,
+        include_metadata: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[list[Item]]:
+        """The shard's items in key order, a page at a time (one deadline for the stream)."""
+        request = index_pb2.ScanRequest(
+            page_size=page_size,
+            start_after=start_after,
+            include_vectors=include_vectors,
+            include_metadata=include_metadata,
+        )
+        pages = self.stub.Scan(request, timeout=timeout or self.timeout)
+        try:
+            while True:
+                page = call(self.address, self.what, lambda: next(pages, None))
+                if page is None:
+                    return
+                yield [Item.from_proto(item) for item in page.items]
+        finally:
+            pages.cancel()
 
     def stats(self, timeout: float | None = None) -> index_pb2.StatsResponse:
         return self._call(self.stub.Stats, index_pb2.StatsRequest(), timeout)
+
+    def set_layout(
+        self, layout: Layout, expected_version: int, timeout: float | None = None
+    ) -> Layout:
+        request = index_pb2.SetLayoutRequest(
+            layout=layout.to_proto(), expected_version=expected_version
+        )
+        return Layout.from_proto(self._call(self.stub.SetLayout, request, timeout).layout)

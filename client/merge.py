@@ -1,27 +1,29 @@
-"""Shard routing and merging of per-shard results. Pure functions: no gRPC."""
+"""Merging per-shard search results into the collection's top-k. Pure functions: no gRPC."""
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 class HasDistance(Protocol):
-    key: str
-    distance: float
+    @property
+    def key(self) -> str: ...
+    @property
+    def distance(self) -> float: ...
 
 
-def shard_for(key: str, shards: int) -> int:
-    """Stable shard number of a key: blake2b-64 of its UTF-8 bytes, modulo the shard count.
-    The same in every process, run and language."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
+H = TypeVar("H", bound=HasDistance)
 
 
-def merge_top_k(per_shard: Iterable[list[HasDistance]], k: int) -> list[HasDistance]:
-    """The global top-k of per-shard lists (each sorted closest first); ties by key."""
-    return heapq.nsmallest(
-        k, (hit for hits in per_shard for hit in hits), key=lambda h: (h.distance, h.key)
-    )
+def merge_top_k(per_shard: Iterable[list[H]], k: int) -> list[H]:
+    """The global top-k of per-shard lists (each sorted closest first); ties by key. A key met
+    on two shards (possible while a reshard moves it) counts once, at its smaller distance."""
+    best: dict[str, H] = {}
+    for hits in per_shard:
+        for hit in hits:
+            seen = best.get(hit.key)
+            if seen is None or hit.distance < seen.distance:
+                best[hit.key] = hit
+    return heapq.nsmallest(k, best.values(), key=lambda h: (h.distance, h.key))

@@ -6,6 +6,7 @@ and metadata; the client never parses message text.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imagesim.channel import open_channel
-from imagesim.errors import ERROR_DOMAIN, ImagesimError, error_for_code
+from imagesim.errors import ERROR_DOMAIN, DeadlineExceeded, ImagesimError, error_for_code
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ServiceClient")
@@ -64,6 +65,22 @@ def rpc_error(exc: grpc.RpcError, address: str, what: str) -> ImagesimError:
         metadata=dict(info.metadata) if info else None,
         address=address,
     )
+
+
+class Deadline:
+    """One monotonic deadline shared by several calls (a query's embed, layout check and
+    search all fit in one --timeout): each call gets what is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left; DeadlineExceeded once none are."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"the deadline of {self.seconds:g} s passed")
+        return left
 
 
 def call(address: str, what: str, fn: Callable[[], T]) -> T:

@@ -6,6 +6,7 @@ concurrent callers share model calls.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,7 +15,7 @@ import numpy as np
 from imagesim.embedder_server.batcher import AdaptiveBatcher
 from imagesim.embedder_server.model import InceptionFeatures
 from imagesim.embedder_server.preprocess import ImageLimits, preprocess
-from imagesim.errors import FailedPrecondition, InvalidArgument
+from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
 
 FULL = "full"
 REDUCED = "reduced"
@@ -51,6 +52,8 @@ class Embedder:
         self.batcher = batcher
         self.limits = limits
         self.reducer = reducer
+        self.images_embedded = 0  # successes since start (Info reports it)
+        self._count_lock = threading.Lock()
 
     @property
     def model_fingerprint(self) -> str:
@@ -67,10 +70,13 @@ class Embedder:
         if space == REDUCED and self.reducer is None:
             raise FailedPrecondition(
                 "the reduced space is not offered: this embedder was started without a "
-                "reducer (start it with --reducer DIR, see `imagesim reducer train`)"
+                "reducer (start it with --reducer DIR, see `imagesim reducer train`)",
+                reason=Reason.SPACE_NOT_OFFERED,
             )
         if space not in (FULL, REDUCED):
-            raise InvalidArgument(f"unknown vector space {space!r}")
+            raise InvalidArgument(
+                f"unknown vector space {space!r}", reason=Reason.VALUE_OUT_OF_RANGE
+            )
 
     def embed(self, image: bytes, space: str = FULL) -> np.ndarray:
         """One encoded image -> float32 vector in `space`."""
@@ -80,4 +86,6 @@ class Embedder:
         if space == REDUCED:
             assert self.reducer is not None
             vector = self.reducer.transform(vector[np.newaxis])[0]
+        with self._count_lock:
+            self.images_embedded += 1
         return vector

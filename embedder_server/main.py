@@ -63,11 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.embedder_server.embedder import Embedder
     from imagesim.embedder_server.model import InceptionFeatures
     from imagesim.embedder_server.preprocess import ImageLimits
-    from imagesim.embedder_server.reducer import Reducer
     from imagesim.embedder_server.servicer import EmbedderServicer
-    from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
+    from imagesim.reduction.reducer import Reducer
+    from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
-    servicer = EmbedderServicer()
+    settings = server_settings(args)
+    servicer = EmbedderServicer(
+        stream_limits=common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes)
+    )
 
     def load() -> list[Callable[[], None]]:
         features = InceptionFeatures(args.weights, args.precision)  # WeightsUnavailable: exit 2
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         return [batcher.close, servicer.close]  # run in reverse: streams drain, then the model
 
     run_server(
-        server_settings(args),
+        settings,
         embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name,
         lambda server: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server),
         load,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imagesim.errors import InvalidArgument
+from imagesim.errors import InvalidArgument, Reason
 
 MiB = 1024 * 1024
 
@@ -51,10 +51,14 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
     decompression-bomb images.
     """
     if not data:
-        raise InvalidArgument("empty image: the request carried no bytes")
+        raise InvalidArgument(
+            "empty image: the request carried no bytes", reason=Reason.IMAGE_EMPTY
+        )
     if len(data) > limits.max_bytes:
         raise InvalidArgument(
-            f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes"
+            f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes",
+            reason=Reason.IMAGE_TOO_LARGE,
+            metadata={"limit": str(limits.max_bytes)},
         )
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
@@ -62,7 +66,9 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
         if width * height > limits.max_pixels:
             raise InvalidArgument(
                 f"image is {width}x{height} = {width * height:,} pixels; the limit is "
-                f"{limits.max_pixels:,} (decompression bomb?)"
+                f"{limits.max_pixels:,} (decompression bomb?)",
+                reason=Reason.IMAGE_TOO_MANY_PIXELS,
+                metadata={"limit": str(limits.max_pixels)},
             )
         if image.format == "JPEG":
             image.draft("RGB", size)  # DCT scaling: decode large JPEGs at reduced size
@@ -73,13 +79,20 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
     except InvalidArgument:
         raise
     except Image.DecompressionBombError as exc:
-        raise InvalidArgument(f"image rejected as a decompression bomb: {exc}") from exc
+        raise InvalidArgument(
+            f"image rejected as a decompression bomb: {exc}",
+            reason=Reason.IMAGE_TOO_MANY_PIXELS,
+            metadata={"limit": str(limits.max_pixels)},
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InvalidArgument(
-            f"cannot decode image ({len(data):,} bytes): not a recognised image format"
+            f"cannot decode image ({len(data):,} bytes): not a recognised image format",
+            reason=Reason.IMAGE_UNDECODABLE,
         ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidArgument(f"cannot decode image ({len(data):,} bytes): {exc}") from exc
+        raise InvalidArgument(
+            f"cannot decode image ({len(data):,} bytes): {exc}", reason=Reason.IMAGE_UNDECODABLE
+        ) from exc
 
 
 def inception_scale(rgb: np.ndarray) -> np.ndarray:

@@ -11,30 +11,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 import numpy as np
 
+from imagesim import protocol
 from imagesim.embedder_server.embedder import FULL, REDUCED, Embedder
-from imagesim.errors import ImagesimError, Unavailable
-from imagesim.serving.errors import map_errors, status_code
+from imagesim.enums import Precision, Runtime
+from imagesim.errors import ImagesimError, Reason, Unavailable
+from imagesim.serving.errors import error_status, map_errors
 from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SPACE_NAMES = {
-    common_pb2.SPACE_UNSPECIFIED: FULL,
-    common_pb2.SPACE_FULL: FULL,
-    common_pb2.SPACE_REDUCED: REDUCED,
-}
 SPACE_ENUMS = {FULL: common_pb2.SPACE_FULL, REDUCED: common_pb2.SPACE_REDUCED}
 
 
 def space_name(space: int) -> str:
-    return SPACE_NAMES.get(space, f"unknown space {space}")
+    known = protocol.space_of(space)
+    return known.value if known is not None else f"unknown space {space}"
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Serves an Embedder once `attach()` has given it one (UNAVAILABLE before)."""
 
-    def __init__(self, stream_window: int = 64) -> None:
+    def __init__(
+        self, stream_window: int = 64, stream_limits: common_pb2.StreamLimits | None = None
+    ) -> None:
         self._core: Embedder | None = None
+        self.stream_limits = stream_limits or common_pb2.StreamLimits()
         self.stream_window = stream_window
         # Decoding threads for streams: keeps `stream_window` images in flight per stream.
         self._pool = ThreadPoolExecutor(max_workers=stream_window, thread_name_prefix="decode")
@@ -48,15 +49,18 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     @property
     def core(self) -> Embedder:
         if self._core is None:
-            raise Unavailable("the embedder is still loading its model")
+            raise Unavailable("the embedder is still loading its model", reason=Reason.NOT_READY)
         return self._core
 
     def _embedding(self, vector: np.ndarray, space: str) -> embedder_pb2.Embedding:
+        info = self.core.features.info
         return embedder_pb2.Embedding(
-            values=vector.tolist(),
+            values=protocol.floats(vector),
             dimension=int(vector.shape[0]),
             space=SPACE_ENUMS[space],
-            model_fingerprint=self.core.model_fingerprint,
+            model_fingerprint=info.fingerprint,
+            runtime=protocol.RUNTIMES[Runtime(getattr(info, "runtime", Runtime.TENSORFLOW))],
+            precision=protocol.PRECISIONS[Precision(info.precision)],
         )
 
     @map_errors
@@ -71,14 +75,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         try:
             vector = future.result()
         except ImagesimError as exc:
-            error = common_pb2.ItemError(code=status_code(exc).value[0], message=exc.message)
-            return embedder_pb2.EmbedStreamResponse(id=request_id, error=error)
+            return embedder_pb2.EmbedStreamResponse(id=request_id, error=error_status(exc))
         return embedder_pb2.EmbedStreamResponse(
             id=request_id, embedding=self._embedding(vector, space)
         )
 
     @map_errors
-    def EmbedStream(self, request_iterator: Iterator[embedder_pb2.EmbedRequest], context):
+    def EmbedStream(self, request_iterator: Iterator[embedder_pb2.EmbedStreamRequest], context):
         core = self.core
         in_flight: queue.Queue[object] = queue.Queue(maxsize=self.stream_window)
         done = object()
@@ -122,9 +125,14 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             ],
             input_height=height,
             input_width=width,
-            precision=info.precision,
+            runtime=protocol.RUNTIMES[Runtime(getattr(info, "runtime", Runtime.TENSORFLOW))],
+            precision=protocol.PRECISIONS[Precision(info.precision)],
             max_batch_size=core.batcher.max_batch_size,
-            max_batch_time_ms=core.batcher.max_batch_time * 1000.0,
-            max_image_bytes=core.limits.max_bytes,
-            max_image_pixels=core.limits.max_pixels,
+            max_batch_time=protocol.duration(core.batcher.max_batch_time),
+            limits=embedder_pb2.EmbedderLimits(
+                max_image_bytes=core.limits.max_bytes,
+                max_image_pixels=core.limits.max_pixels,
+                streams=self.stream_limits,
+            ),
+            images_embedded=core.images_embedded,
         )

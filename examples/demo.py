@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import ImageEnhance
 
-from imagesim.launch import start_embedder, start_index
-from imagesim.samples import photo, write_sample_photos
+from imagesim.testing.launch import start_embedder, start_index
+from imagesim.testing.samples import photo, write_sample_photos
 
 WORK = Path(".demo")
 

@@ -139,6 +139,15 @@ class PermissionDenied(ImagesimError):
     default_reason = Reason.ROLE_REQUIRED
 
 
+class MissingExtra(ImagesimError):
+    """A feature needs packages of an install extra that is not installed (raised locally)."""
+
+    code = "FAILED_PRECONDITION"
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what}: install it with pip install 'imagesim[{extra}]'")
+
+
 ERRORS_BY_CODE: dict[str, type[ImagesimError]] = {
     cls.code: cls
     for cls in (

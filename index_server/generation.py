@@ -9,7 +9,9 @@ Layout under the shard's data directory:
     generations/gen-000007/vectors.npy     the full float32 vectors, memory-mapped, for the
                                            exact re-rank of the P-d index's candidates
     CURRENT                            name of the live generation (replaced atomically)
-A crash at any point leaves CURRENT naming a complete generation (or none).
+A crash at any point leaves CURRENT naming a complete generation (or none): a new generation
+is written, renamed and loaded back before CURRENT names it. A shard emptied by removes
+retires its generation (CURRENT is removed) at the next build.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
-from imagesim.errors import FailedPrecondition
+from imagesim.enums import Metric
+from imagesim.errors import FailedPrecondition, Reason
+from imagesim.pca import fit_pca
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +55,24 @@ def _write_json(path: Path, value: object) -> None:
         os.fsync(f.fileno())
 
 
-def annoy_node_bytes(dims: int, metric: str) -> int:
+def annoy_node_bytes(dims: int, metric: Metric) -> int:
     """Bytes per node of an Annoy file: n_descendants + 2 children (+ an offset for the
     Minkowski metrics) + the float32 vector."""
-    return (12 if metric == "angular" else 16) + 4 * dims
+    return (12 if metric is Metric.ANGULAR else 16) + 4 * dims
 
 
 PROJECTION_FILE = "projection.npz"
 VECTORS_FILE = "vectors.npy"
 PROJECTION_SAMPLE = 10_000  # rows used to fit the PCA
+
+
+def check_projection(metric: Metric) -> None:
+    """A PCA projection keeps angles and L2 distances, not L1 ones."""
+    if metric not in (Metric.ANGULAR, Metric.EUCLIDEAN):
+        raise FailedPrecondition(
+            f"a projected index needs the angular or euclidean metric, not {metric.value}",
+            reason=Reason.BUILD_FAILED,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class Projection:
     the projected vectors (small leaves, cheap distances); the candidates are then re-ranked
     by exact distance in the full space."""
 
-    metric: str
+    metric: Metric
     mean: np.ndarray
     components: np.ndarray  # (output_dims, dims)
 
@@ -78,36 +91,35 @@ class Projection:
 
     def __call__(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float32)
-        if self.metric == "angular":
+        if self.metric is Metric.ANGULAR:
             x = x / np.linalg.norm(x, axis=-1, keepdims=True)
         return ((x - self.mean) @ self.components.T).astype(np.float32)
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, output_dims: int, metric: str) -> Projection:
-        if metric not in ("angular", "euclidean"):
-            raise FailedPrecondition("a projection needs the angular or euclidean metric")
+    def fit(cls, vectors: np.ndarray, output_dims: int, metric: Metric) -> Projection:
+        check_projection(metric)
         rows = vectors
         if len(rows) > PROJECTION_SAMPLE:
             pick = np.random.default_rng(0).choice(len(rows), PROJECTION_SAMPLE, replace=False)
             rows = rows[np.sort(pick)]
         x = np.asarray(rows, dtype=np.float64)
-        if metric == "angular":
+        if metric is Metric.ANGULAR:
             x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        mean = x.mean(axis=0)
-        _, eigenvectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
-        components = eigenvectors[:, ::-1][:, :output_dims].T
-        return cls(metric, mean.astype(np.float32), components.astype(np.float32))
+        pca = fit_pca(x, output_dims)
+        return cls(metric, pca.mean.astype(np.float32), pca.components.astype(np.float32))
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:
-            np.savez(f, mean=self.mean, components=self.components, metric=np.array(self.metric))
+            np.savez(
+                f, mean=self.mean, components=self.components, metric=np.array(self.metric.value)
+            )
             f.flush()
             os.fsync(f.fileno())
 
     @classmethod
     def load(cls, path: Path) -> Projection:
         with np.load(path) as data:
-            return cls(str(data["metric"]), data["mean"], data["components"])
+            return cls(Metric(str(data["metric"])), data["mean"], data["components"])
 
 
 @dataclass
@@ -120,7 +132,7 @@ class Generation:
     keys: list[str]
     seqs: list[int]
     dims: int
-    metric: str
+    metric: Metric
     trees: int
     built_at: float
     build_seconds: float
@@ -138,12 +150,23 @@ class Generation:
         return {key: i for i, key in enumerate(self.keys)}
 
     @classmethod
-    def load(cls, path: Path, dims: int, metric: str) -> Generation:
+    def load(cls, path: Path, dims: int, metric: Metric) -> Generation:
+        """Load (memory-map) and check a generation directory; FailedPrecondition if it is
+        missing, incomplete or of another layout."""
+        try:
+            return cls._load(path, dims, metric)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FailedPrecondition(
+                f"generation {path} cannot be loaded: {exc}", reason=Reason.BUILD_FAILED
+            ) from exc
+
+    @classmethod
+    def _load(cls, path: Path, dims: int, metric: Metric) -> Generation:
         meta = json.loads((path / "meta.json").read_text())
-        if meta["dims"] != dims or meta["metric"] != metric:
+        if meta["dims"] != dims or meta["metric"] != metric.value:
             raise FailedPrecondition(
                 f"generation {path} holds {meta['dims']}-d {meta['metric']} vectors, "
-                f"the shard is {dims}-d {metric}"
+                f"the shard is {dims}-d {metric.value}"
             )
         projection, vectors, index_dims = None, None, dims
         if (path / PROJECTION_FILE).exists():
@@ -159,7 +182,9 @@ class Generation:
                 f"{index_path} ({size} bytes) does not fit {index_dims}-d items"
             )
         items = json.loads((path / "items.json").read_text())
-        annoy = AnnoyIndex(index_dims, metric)
+        if len(items["keys"]) != meta["count"] or len(items["seqs"]) != meta["count"]:
+            raise FailedPrecondition(f"{path}/items.json does not list {meta['count']} items")
+        annoy = AnnoyIndex(index_dims, metric.value)
         annoy.load(str(index_path))  # mmap: no copy, instant
         return cls(
             number=meta["number"],
@@ -178,23 +203,56 @@ class Generation:
         )
 
 
-def current_generation(data_dir: Path, dims: int, metric: str) -> Generation | None:
-    """The live generation named by CURRENT, loaded; None if never built."""
-    current = data_dir / CURRENT
-    if not current.exists():
+def current_name(data_dir: Path) -> str | None:
+    """The directory name CURRENT points at (None if there is no CURRENT)."""
+    try:
+        return (data_dir / CURRENT).read_text().strip() or None
+    except FileNotFoundError:
         return None
-    name = current.read_text().strip()
+
+
+def current_generation(data_dir: Path, dims: int, metric: Metric) -> Generation | None:
+    """The live generation named by CURRENT, loaded; None if never built.
+    FailedPrecondition if CURRENT names a generation that cannot be loaded."""
+    name = current_name(data_dir)
+    if name is None:
+        return None
     return Generation.load(data_dir / GENERATIONS / name, dims, metric)
 
 
-def remove_stale(data_dir: Path, keep: Generation | None) -> None:
-    """Delete temporary and superseded generation directories (a mapped file stays readable
-    by searches still holding it until they drop it)."""
+def _replace_file(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent)
+
+
+def publish(data_dir: Path, generation: Generation) -> None:
+    """Make `generation` the live one on disk: CURRENT is replaced atomically."""
+    _replace_file(data_dir / CURRENT, generation.path.name + "\n")
+
+
+def retire(data_dir: Path) -> None:
+    """No generation is live any more (the shard is empty): CURRENT is removed."""
+    try:
+        os.unlink(data_dir / CURRENT)
+    except FileNotFoundError:
+        return
+    _fsync_path(data_dir)
+
+
+def remove_stale(data_dir: Path) -> None:
+    """Delete temporary and superseded generation directories: all but the one CURRENT names
+    (a mapped file stays readable by searches still holding it until they drop it)."""
     root = data_dir / GENERATIONS
     if not root.exists():
         return
+    keep = current_name(data_dir)
     for entry in root.iterdir():
-        if keep is None or entry.name != keep.path.name:
+        if entry.name != keep:
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -203,14 +261,13 @@ def build_generation(
     number: int,
     items: Iterable[tuple[str, int, np.ndarray]],
     dims: int,
-    metric: str,
+    metric: Metric,
     trees: int,
     project_dims: int = 0,
 ) -> Generation:
-    """Build generation `number` from (key, seq, vector) items and make it the live one on disk.
-
-    Written under generations/.tmp-gen-N, fsynced, renamed to generations/gen-N, then CURRENT
-    is replaced atomically. Returns the new generation, loaded memory-mapped.
+    """Build generation `number` from (key, seq, vector) items: written under
+    generations/.tmp-gen-N, fsynced, renamed to generations/gen-N and loaded back
+    (memory-mapped). It is not live until `publish` names it in CURRENT.
     """
     started = time.perf_counter()
     root = data_dir / GENERATIONS
@@ -238,7 +295,7 @@ def build_generation(
             f.flush()
             os.fsync(f.fileno())
         indexed = projection(vectors)
-    annoy = AnnoyIndex(indexed.shape[1], metric)
+    annoy = AnnoyIndex(indexed.shape[1], metric.value)
     annoy.set_seed(number)  # reproducible builds
     for i, vector in enumerate(indexed):
         annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
@@ -251,7 +308,7 @@ def build_generation(
     meta = {
         "number": number,
         "dims": dims,
-        "metric": metric,
+        "metric": metric.value,
         "trees": trees,
         "count": len(keys),
         "project_dims": int(indexed.shape[1]) if indexed is not vectors else 0,
@@ -264,13 +321,6 @@ def build_generation(
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     _fsync_path(root)
-
-    pointer = data_dir / f".{CURRENT}.tmp"
-    with open(pointer, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(pointer, data_dir / CURRENT)
-    _fsync_path(data_dir)
+    generation = Generation.load(final, dims, metric)
     log.info("generation %d: %d items, %d trees, %.2f s", number, len(keys), trees, build_seconds)
-    return Generation.load(final, dims, metric)
+    return generation

@@ -3,11 +3,15 @@
 Why SQLite: every Add/Remove is one transaction, and with `journal_mode=WAL` +
 `synchronous=FULL` the WAL is fsynced at each commit, so an acknowledged write survives
 `kill -9` or power loss; recovery is SQLite's own, not a hand-written log replay. It also gives
-the key map, metadata and the shard's recorded layout in one file.
+the key map, metadata (with an index for metadata filters) and the shard's recorded layout in
+one file.
 
 Every write gets a sequence number from a persisted counter; an Annoy generation records the
 sequence number of each item it holds, so after a restart the shard knows which items are
 newer than the live generation (staged) and which of its items are gone (hidden).
+
+Writes go through one connection under a lock; reads use one connection per thread (WAL lets
+readers run beside the writer), so searches never wait for a write's fsync.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS layout (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
@@ -29,7 +34,15 @@ CREATE TABLE IF NOT EXISTS items (
     vector BLOB NOT NULL,
     metadata TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (name, value, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS meta_by_key ON meta (key);
 """
+SQL_CHUNK = 500  # keys per IN (...) clause: below SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -45,112 +58,183 @@ def _row_item(row: tuple) -> StoredItem:
     return StoredItem(key, seq, np.frombuffer(blob, dtype="<f4"), json.loads(metadata))
 
 
+def _chunks(keys: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(keys), SQL_CHUNK):
+        yield keys[start : start + SQL_CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
 class ItemStore:
     """All items of a shard. Thread-safe; writes are serialized and durable when they return."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer connection
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
         self._db = self._connect()
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        with self._lock:
+            self._migrate()
         self._seq = int(self.layout().get("seq", "0"))
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
         return db
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._connect()
+            db.execute("PRAGMA query_only=1")
+            self._readers.db = db
+            with self._lock:
+                self._reader_connections.append(db)
+        return db
 
-    def layout(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._db.execute("SELECT name, value FROM layout").fetchall())
+    def _transaction(self, work):  # type: ignore[no-untyped-def]
+        """Run `work(db)` in one IMMEDIATE transaction on the writer (caller holds the lock)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return result
 
-    def set_layout(self, values: dict[str, str]) -> None:
-        with self._lock:
-            self._db.executemany(  # autocommit: one statement, one transaction
-                "INSERT OR REPLACE INTO layout (name, value) VALUES (?, ?)", values.items()
+    def _migrate(self) -> None:
+        """Schema 1 kept metadata only as JSON: fill the metadata index once."""
+        version = self._db.execute("SELECT value FROM layout WHERE name = 'schema'").fetchone()
+        if version is not None and int(version[0]) >= SCHEMA_VERSION:
+            return
+
+        def fill(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM meta")
+            for key, metadata in db.execute("SELECT key, metadata FROM items").fetchall():
+                db.executemany(
+                    "INSERT INTO meta (name, value, key) VALUES (?, ?, ?)",
+                    [(n, v, key) for n, v in json.loads(metadata).items()],
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO layout (name, value) VALUES ('schema', ?)",
+                (str(SCHEMA_VERSION),),
             )
 
+        self._transaction(fill)
+
+    def close(self) -> None:
+        """Close every connection (call once no request uses the store)."""
+        with self._lock:
+            for db in self._reader_connections:
+                db.close()
+            self._db.close()
+
+    # ---- layout ---------------------------------------------------------------------------
+
+    def layout(self) -> dict[str, str]:
+        return dict(self._reader().execute("SELECT name, value FROM layout").fetchall())
+
+    def set_layout(self, values: Mapping[str, str]) -> None:
+        """Record several layout values in one transaction: all or none."""
+        with self._lock:
+            self._transaction(
+                lambda db: db.executemany(
+                    "INSERT OR REPLACE INTO layout (name, value) VALUES (?, ?)",
+                    list(values.items()),
+                )
+            )
+
+    # ---- writes ---------------------------------------------------------------------------
+
     def upsert(
-        self, items: list[tuple[str, np.ndarray, dict[str, str]]]
+        self, items: list[tuple[str, np.ndarray, Mapping[str, str]]]
     ) -> list[tuple[str, int, bool]]:
         """Add or replace items in one transaction; returns (key, seq, replaced) for each."""
-        results = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._seq
-                for key, vector, metadata in items:
-                    seq += 1
-                    replaced = (
-                        self._db.execute("SELECT 1 FROM items WHERE key = ?", (key,)).fetchone()
-                        is not None
-                    )
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO items (key, seq, vector, metadata) "
-                        "VALUES (?, ?, ?, ?)",
-                        (key, seq, vector.astype("<f4").tobytes(), json.dumps(metadata)),
-                    )
-                    results.append((key, seq, replaced))
-                self._db.execute(
-                    "INSERT OR REPLACE INTO layout (name, value) VALUES ('seq', ?)", (str(seq),)
+
+        def write(db: sqlite3.Connection) -> tuple[list[tuple[str, int, bool]], int]:
+            results = []
+            seq = self._seq
+            for key, vector, metadata in items:
+                seq += 1
+                replaced = (
+                    db.execute("SELECT 1 FROM items WHERE key = ?", (key,)).fetchone() is not None
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._seq = seq
+                if replaced:
+                    db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                db.execute(
+                    "INSERT OR REPLACE INTO items (key, seq, vector, metadata) VALUES (?, ?, ?, ?)",
+                    (key, seq, vector.astype("<f4").tobytes(), json.dumps(dict(metadata))),
+                )
+                db.executemany(
+                    "INSERT INTO meta (name, value, key) VALUES (?, ?, ?)",
+                    [(n, v, key) for n, v in metadata.items()],
+                )
+                results.append((key, seq, replaced))
+            db.execute("INSERT OR REPLACE INTO layout (name, value) VALUES ('seq', ?)", (str(seq),))
+            return results, seq
+
+        with self._lock:
+            results, self._seq = self._transaction(write)
         return results
 
     def delete(self, keys: list[str]) -> list[str]:
         """Delete keys in one transaction; returns those that were present."""
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            removed = []
+            for key in dict.fromkeys(keys):
+                if db.execute("DELETE FROM items WHERE key = ?", (key,)).rowcount:
+                    db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                    removed.append(key)
+            return removed
+
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                removed = [
-                    key
-                    for key in dict.fromkeys(keys)
-                    if self._db.execute("DELETE FROM items WHERE key = ?", (key,)).rowcount
-                ]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return removed
+            return self._transaction(write)
+
+    # ---- reads ----------------------------------------------------------------------------
 
     def get(self, key: str) -> StoredItem | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT key, seq, vector, metadata FROM items WHERE key = ?", (key,)
-            ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT key, seq, vector, metadata FROM items WHERE key = ?", (key,))
+            .fetchone()
+        )
         return _row_item(row) if row else None
 
     def items(self, keys: list[str]) -> list[StoredItem]:
         """The items with these keys (absent keys are skipped)."""
+        db = self._reader()
         found = []
-        with self._lock:
-            for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
-                chunk = keys[start : start + 500]
-                found.extend(
-                    _row_item(row)
-                    for row in self._db.execute(
-                        "SELECT key, seq, vector, metadata FROM items WHERE key IN "
-                        f"({','.join('?' * len(chunk))})",
-                        chunk,
-                    )
+        for chunk in _chunks(keys):
+            found.extend(
+                _row_item(row)
+                for row in db.execute(
+                    "SELECT key, seq, vector, metadata FROM items "
+                    f"WHERE key IN ({_marks(len(chunk))})",
+                    chunk,
                 )
+            )
         return found
 
     def metadata(self, keys: list[str]) -> dict[str, dict[str, str]]:
-        return {item.key: item.metadata for item in self.items(keys)}
+        db = self._reader()
+        found: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(keys):
+            for key, metadata in db.execute(
+                f"SELECT key, metadata FROM items WHERE key IN ({_marks(len(chunk))})", chunk
+            ):
+                found[key] = json.loads(metadata)
+        return found
 
     def key_seqs(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._db.execute("SELECT key, seq FROM items").fetchall())
+        return dict(self._reader().execute("SELECT key, seq FROM items").fetchall())
 
     def iter_items(self) -> Iterator[StoredItem]:
         """A consistent snapshot of all items in write order (own connection: safe to run
@@ -164,3 +248,68 @@ class ItemStore:
             reader.execute("COMMIT")
         finally:
             reader.close()
+
+    def page(
+        self, start_after: str, limit: int, with_vectors: bool, max_bytes: int
+    ) -> list[StoredItem]:
+        """Up to `limit` items with keys after `start_after`, in key (byte) order, read in one
+        snapshot; stops early once the page holds `max_bytes` (so it fits in a message)."""
+        db = self._reader()
+        vector = "vector" if with_vectors else "x''"
+        page: list[StoredItem] = []
+        size = 0
+        db.execute("BEGIN")
+        try:
+            cursor = db.execute(
+                f"SELECT key, seq, {vector}, metadata FROM items WHERE key > ? "
+                "ORDER BY key LIMIT ?",
+                (start_after, limit),
+            )
+            for row in cursor:
+                item = _row_item(row)
+                size += len(item.key) + item.vector.nbytes + len(row[3]) + 16
+                if page and size > max_bytes:
+                    break
+                page.append(item)
+        finally:
+            db.execute("COMMIT")
+        return page
+
+    # ---- metadata filters -----------------------------------------------------------------
+
+    def count_matching(self, where: Mapping[str, str]) -> int:
+        """An upper bound of the items matching every pair: the rarest pair's count."""
+        db = self._reader()
+        return min(
+            db.execute(
+                "SELECT COUNT(*) FROM meta WHERE name = ? AND value = ?", (name, value)
+            ).fetchone()[0]
+            for name, value in where.items()
+        )
+
+    def matching_keys(self, where: Mapping[str, str]) -> list[str]:
+        """Keys of the items whose metadata has every pair."""
+        query = " INTERSECT ".join(
+            "SELECT key FROM meta WHERE name = ? AND value = ?" for _ in where
+        )
+        params = [part for pair in where.items() for part in pair]
+        return [row[0] for row in self._reader().execute(query, params)]
+
+    def filter_keys(self, keys: Iterable[str], where: Mapping[str, str]) -> set[str]:
+        """Those of `keys` whose metadata has every pair."""
+        db = self._reader()
+        keep: set[str] = set()
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            found: set[str] | None = None
+            for name, value in where.items():
+                rows = db.execute(
+                    "SELECT key FROM meta WHERE name = ? AND value = ? "
+                    f"AND key IN ({_marks(len(chunk))})",
+                    (name, value, *chunk),
+                )
+                matched = {row[0] for row in rows}
+                found = matched if found is None else found & matched
+                if not found:
+                    break
+            keep |= found or set()
+        return keep

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from imagesim.index_server.limits import IndexLimits
 from imagesim.serving.server import run_server
 from imagesim.serving.settings import configure_logging, server_parser, server_settings
 
@@ -15,14 +16,6 @@ ENV_PREFIX = "IMAGESIM_INDEX_"
 DEFAULT_PORT = 50061
 
 log = logging.getLogger("imagesim.index")
-
-
-def shard_place(value: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), not {value!r}") from None
-    return index, count
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,13 +61,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
     )
     shard.add(
-        "--shard",
+        "--shard-id",
         None,
-        "record this shard as number I (from 0) of N in its collection; "
-        "clients then refuse a shard list that puts it elsewhere",
-        type=shard_place,
-        metavar="I/N",
+        "stable id of this shard, recorded at creation (default: generated); routing places "
+        "keys by these ids, e.g. the pod name in a StatefulSet",
     )
+    limits = IndexLimits()
+    shard.add("--max-key-bytes", limits.max_key_bytes, "longest key, bytes of UTF-8", type=int)
+    shard.add(
+        "--max-metadata-bytes",
+        limits.max_metadata_bytes,
+        "largest metadata of one item (keys and values together), bytes of UTF-8",
+        type=int,
+    )
+    shard.add(
+        "--max-items-per-request",
+        limits.max_items_per_request,
+        "most items (Add) or keys (Remove, Contains) in one request",
+        type=int,
+    )
+    shard.add("--max-trees", limits.max_trees, "most Annoy trees a Build may ask for", type=int)
+    shard.add("--max-k", limits.max_k, "largest k of a Search", type=int)
+    shard.add("--max-search-k", limits.max_search_k, "largest search_k of a Search", type=int)
+    shard.add(
+        "--max-queries-per-search",
+        limits.max_queries_per_search,
+        "most query vectors in one Search",
+        type=int,
+    )
+    shard.add(
+        "--max-results-per-search",
+        limits.max_results_per_search,
+        "most neighbours one Search returns in all (k x queries)",
+        type=int,
+    )
+    shard.add("--max-page-size", limits.max_page_size, "largest Scan page", type=int)
     return parser.parse_args(argv)
 
 
@@ -85,29 +106,42 @@ def main(argv: list[str] | None = None) -> None:
     # shards and handler threads on the same cores (set these variables to override).
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
+    from imagesim.enums import Metric
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
-    from imagesim.v1 import index_pb2, index_pb2_grpc
+    from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
 
-    servicer = IndexServicer()
+    settings = server_settings(args)
+    servicer = IndexServicer(common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes))
 
     def load() -> list[Callable[[], None]]:
         shard = Shard(
             ShardConfig(
                 data_dir=args.data,
                 dims=args.dims,
-                metric=args.metric,
+                metric=Metric(args.metric),
                 trees=args.trees,
                 auto_build=args.auto_build,
-                shard=args.shard,
+                shard_id=args.shard_id,
                 project_dims=args.project_dims,
+                limits=IndexLimits(
+                    max_key_bytes=args.max_key_bytes,
+                    max_metadata_bytes=args.max_metadata_bytes,
+                    max_items_per_request=args.max_items_per_request,
+                    max_trees=args.max_trees,
+                    max_k=args.max_k,
+                    max_search_k=args.max_search_k,
+                    max_queries_per_search=args.max_queries_per_search,
+                    max_results_per_search=args.max_results_per_search,
+                    max_page_size=args.max_page_size,
+                ),
             )
-        )  # a layout that contradicts the data directory: exit 2
+        )  # a data directory in use, or a layout that contradicts it: exit 2
         servicer.attach(shard)
         return [shard.close]
 
     run_server(
-        server_settings(args),
+        settings,
         index_pb2.DESCRIPTOR.services_by_name["Index"].full_name,
         lambda server: index_pb2_grpc.add_IndexServicer_to_server(servicer, server),
         load,

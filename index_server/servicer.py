@@ -1,4 +1,5 @@
-"""gRPC <-> Shard. Thin: decode the request, call the shard, map errors."""
+"""gRPC <-> Shard. Thin: decode the request, call the shard, encode the reply; errors are
+mapped to rich statuses by `map_errors`."""
 
 from __future__ import annotations
 
@@ -6,17 +7,36 @@ from collections.abc import Iterator
 
 import grpc
 
-from imagesim.errors import Unavailable
-from imagesim.index_server.shard import Shard
+from imagesim import protocol
+from imagesim.errors import Reason, Unavailable
+from imagesim.index_server.item_store import StoredItem
+from imagesim.index_server.shard import CollectionLayout, Shard
 from imagesim.serving.errors import map_errors
-from imagesim.v1 import index_pb2, index_pb2_grpc
+from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
+
+
+def layout_message(layout: CollectionLayout) -> index_pb2.CollectionLayout:
+    return index_pb2.CollectionLayout(
+        version=layout.version,
+        shard_ids=list(layout.shard_ids),
+        next_shard_ids=list(layout.next_shard_ids),
+    )
+
+
+def item_message(item: StoredItem, with_vector: bool = True) -> index_pb2.Item:
+    return index_pb2.Item(
+        key=item.key,
+        vector=protocol.floats(item.vector) if with_vector else (),
+        metadata=item.metadata,
+    )
 
 
 class IndexServicer(index_pb2_grpc.IndexServicer):
     """Serves a Shard once `attach()` has given it one (UNAVAILABLE before)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream_limits: common_pb2.StreamLimits | None = None) -> None:
         self._shard: Shard | None = None
+        self._stream_limits = stream_limits or common_pb2.StreamLimits()
 
     def attach(self, shard: Shard) -> None:
         self._shard = shard
@@ -24,86 +44,157 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     @property
     def shard(self) -> Shard:
         if self._shard is None:
-            raise Unavailable("the shard is still loading")
+            raise Unavailable("the shard is still loading", reason=Reason.NOT_READY)
         return self._shard
 
-    def _add(self, request: index_pb2.AddRequest) -> tuple[int, int]:
-        return self.shard.add([(i.key, i.vector, i.metadata) for i in request.items])
+    def _add(self, items: list[index_pb2.Item], layout_version: int) -> tuple[int, int]:
+        return self.shard.add(
+            [(i.key, protocol.vector_of(i.vector), i.metadata) for i in items], layout_version
+        )
 
     @map_errors
-    def Add(self, request: index_pb2.AddRequest, context: grpc.ServicerContext):
-        added, replaced = self._add(request)
+    def Add(
+        self, request: index_pb2.AddRequest, context: grpc.ServicerContext
+    ) -> index_pb2.AddResponse:
+        added, replaced = self._add(list(request.items), request.layout_version)
         return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.stats().count)
 
     @map_errors
-    def AddStream(self, request_iterator: Iterator[index_pb2.AddRequest], context):
-        added = replaced = 0
+    def AddStream(
+        self, request_iterator: Iterator[index_pb2.AddStreamRequest], context: grpc.ServicerContext
+    ) -> index_pb2.AddStreamResponse:
+        added = replaced = requests = 0
         for request in request_iterator:
-            a, r = self._add(request)
-            added, replaced = added + a, replaced + r
-        return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.stats().count)
+            a, r = self._add(list(request.items), request.layout_version)
+            added, replaced, requests = added + a, replaced + r, requests + 1
+        return index_pb2.AddStreamResponse(
+            added=added, replaced=replaced, count=self.shard.stats().count, requests=requests
+        )
 
     @map_errors
-    def Remove(self, request: index_pb2.RemoveRequest, context: grpc.ServicerContext):
+    def Remove(
+        self, request: index_pb2.RemoveRequest, context: grpc.ServicerContext
+    ) -> index_pb2.RemoveResponse:
         removed, missing = self.shard.remove(list(request.keys))
         return index_pb2.RemoveResponse(
             removed=removed, missing=missing, count=self.shard.stats().count
         )
 
     @map_errors
-    def Build(self, request: index_pb2.BuildRequest, context: grpc.ServicerContext):
-        self.shard.build(request.trees)
-        stats = self.shard.stats()
+    def Build(
+        self, request: index_pb2.BuildRequest, context: grpc.ServicerContext
+    ) -> index_pb2.BuildResponse:
+        generation = self.shard.build(request.trees)
+        if generation is None:
+            return index_pb2.BuildResponse()
         return index_pb2.BuildResponse(
-            generation=stats.generation,
-            count=stats.built_count,
-            trees=stats.trees,
-            seconds=stats.last_build_seconds,
+            generation=generation.number,
+            count=generation.count,
+            trees=generation.trees,
+            duration=protocol.duration(generation.build_seconds),
         )
 
     @map_errors
-    def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext):
-        hits = self.shard.search(
-            request.vector,
-            request.k,
-            search_k=request.search_k,
-            rerank=request.rerank,
-            rerank_factor=request.rerank_factor,
-            include_metadata=request.include_metadata,
-        )
+    def Search(
+        self, request: index_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> index_pb2.SearchResponse:
+        shard = self.shard
+        params = protocol.search_params(request)
+        results = shard.search([protocol.vector_of(q.values) for q in request.queries], params)
         return index_pb2.SearchResponse(
-            neighbors=[
-                index_pb2.Neighbor(key=h.key, distance=h.distance, metadata=h.metadata or {})
-                for h in hits
-            ]
+            results=[
+                index_pb2.SearchResult(
+                    neighbors=[
+                        index_pb2.Neighbor(key=h.key, distance=h.distance, metadata=h.metadata)
+                        for h in hits
+                    ]
+                )
+                for hits in results
+            ],
+            layout_version=shard.layout.version,
         )
 
     @map_errors
-    def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext):
-        item = self.shard.get(request.key)
-        return index_pb2.Item(key=item.key, vector=item.vector.tolist(), metadata=item.metadata)
+    def Get(
+        self, request: index_pb2.GetRequest, context: grpc.ServicerContext
+    ) -> index_pb2.GetResponse:
+        return index_pb2.GetResponse(item=item_message(self.shard.get(request.key)))
 
     @map_errors
-    def Contains(self, request: index_pb2.ContainsRequest, context: grpc.ServicerContext):
+    def Contains(
+        self, request: index_pb2.ContainsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.ContainsResponse:
         return index_pb2.ContainsResponse(present=self.shard.contains(list(request.keys)))
 
     @map_errors
-    def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext):
+    def Scan(
+        self, request: index_pb2.ScanRequest, context: grpc.ServicerContext
+    ) -> Iterator[index_pb2.ScanResponse]:
+        # Pages are cut at half the message limit, so each fits in one response.
+        budget = max(self._stream_limits.max_message_bytes // 2, 1 << 20)
+        for page in self.shard.scan(
+            request.page_size, request.start_after, request.include_vectors, budget
+        ):
+            yield index_pb2.ScanResponse(
+                items=[
+                    index_pb2.Item(
+                        key=item.key,
+                        vector=protocol.floats(item.vector) if request.include_vectors else (),
+                        metadata=item.metadata if request.include_metadata else {},
+                    )
+                    for item in page
+                ]
+            )
+
+    @map_errors
+    def SetLayout(
+        self, request: index_pb2.SetLayoutRequest, context: grpc.ServicerContext
+    ) -> index_pb2.SetLayoutResponse:
+        layout = CollectionLayout(
+            request.layout.version,
+            tuple(request.layout.shard_ids),
+            tuple(request.layout.next_shard_ids),
+        )
+        recorded = self.shard.set_layout(layout, request.expected_version)
+        return index_pb2.SetLayoutResponse(layout=layout_message(recorded))
+
+    @map_errors
+    def Stats(
+        self, request: index_pb2.StatsRequest, context: grpc.ServicerContext
+    ) -> index_pb2.StatsResponse:
         s = self.shard.stats()
-        return index_pb2.StatsResponse(
+        limits = s.limits
+        reply = index_pb2.StatsResponse(
             count=s.count,
             dimension=s.dims,
-            metric=s.metric,
+            metric=protocol.METRICS[s.metric],
             trees=s.trees,
             built=s.built,
             generation=s.generation,
             built_count=s.built_count,
             staged=s.staged,
-            removed=s.removed,
+            hidden=s.hidden,
             index_bytes=s.index_bytes,
-            last_build_time=s.last_build_time,
-            last_build_seconds=s.last_build_seconds,
             building=s.building,
-            shard_index=s.shard_index,
-            shard_count=s.shard_count,
+            last_build_error=s.last_build_error,
+            shard_id=s.shard_id,
+            layout=layout_message(s.layout),
+            project_dims=s.project_dims,
+            limits=index_pb2.IndexLimits(
+                max_key_bytes=limits.max_key_bytes,
+                max_metadata_bytes=limits.max_metadata_bytes,
+                max_items_per_request=limits.max_items_per_request,
+                max_trees=limits.max_trees,
+                max_k=limits.max_k,
+                max_search_k=limits.max_search_k,
+                max_queries_per_search=limits.max_queries_per_search,
+                max_page_size=limits.max_page_size,
+                max_results_per_search=limits.max_results_per_search,
+                streams=self._stream_limits,
+            ),
         )
+        if s.last_build_time is not None:
+            reply.last_build_time.CopyFrom(protocol.timestamp(s.last_build_time))
+        if s.last_build_seconds is not None:
+            reply.last_build_duration.CopyFrom(protocol.duration(s.last_build_seconds))
+        return reply

@@ -4,44 +4,87 @@ from __future__ import annotations
 
 import numpy as np
 
-from imagesim.errors import InvalidArgument
+from imagesim.enums import Metric
+from imagesim.errors import InvalidArgument, Reason
 
-METRICS = ("angular", "euclidean", "manhattan")
+# Largest accepted |value|: squares of 2048 such values still sum far below float32's maximum,
+# so no distance overflows to inf or NaN (Annoy computes in float32).
+MAX_ABS_VALUE = 1e15
+# Smallest accepted norm under the angular metric: a smaller vector has no usable direction in
+# float32 (its squared norm would underflow).
+MIN_ANGULAR_NORM = 1e-15
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise InvalidArgument(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    return metric
-
-
-def as_vector(values: object, dims: int, metric: str, what: str = "vector") -> np.ndarray:
-    """Validate one vector: length `dims`, finite, non-zero for angular. Returns float32."""
+def as_vector(values: object, dims: int, metric: Metric, what: str = "vector") -> np.ndarray:
+    """Validate one vector: length `dims`, finite and in range, with a direction for angular.
+    Returns float32."""
     vector = np.asarray(values, dtype=np.float32)
     if vector.ndim != 1 or vector.shape[0] != dims:
         got = vector.shape[0] if vector.ndim == 1 else vector.shape
-        raise InvalidArgument(f"{what} has dimension {got}; this shard holds {dims}-d vectors")
-    if not np.isfinite(vector).all():
-        bad = int((~np.isfinite(vector)).sum())
-        raise InvalidArgument(f"{what} has {bad} NaN or infinite values")
-    if metric == "angular" and not vector.any():
-        raise InvalidArgument(f"{what} is all zeros: it has no direction (angular metric)")
+        raise InvalidArgument(
+            f"{what} has dimension {got}; this shard holds {dims}-d vectors",
+            reason=Reason.DIMENSION_MISMATCH,
+            metadata={"dimension": str(dims)},
+        )
+    magnitude = np.abs(vector)
+    if not (magnitude <= MAX_ABS_VALUE).all():  # also catches NaN and inf
+        bad = int((~(magnitude <= MAX_ABS_VALUE)).sum())
+        raise InvalidArgument(
+            f"{what} has {bad} NaN, infinite or out-of-range values (|x| <= {MAX_ABS_VALUE:g})",
+            reason=Reason.VECTOR_NOT_FINITE,
+            metadata={"limit": f"{MAX_ABS_VALUE:g}"},
+        )
+    if metric is Metric.ANGULAR and float(np.linalg.norm(vector.astype(np.float64))) < (
+        MIN_ANGULAR_NORM
+    ):
+        raise InvalidArgument(
+            f"{what} is all zeros (or nearly): it has no direction (angular metric)",
+            reason=Reason.VECTOR_ZERO,
+        )
     return vector
 
 
-def distances(matrix: np.ndarray, query: np.ndarray, metric: str) -> np.ndarray:
-    """Exact distance from `query` to each row of `matrix` (float64, Annoy's definitions)."""
+def distances(matrix: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
+    """Exact distance from `query` to each row of `matrix` (float64, Annoy's definitions).
+    For a few rows: the exact pass of a search."""
     m = np.asarray(matrix, dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
-    if metric == "angular":
+    if metric is Metric.ANGULAR:
         norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
         cos = (m @ q) / np.where(norms > 0, norms, 1.0)
         return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
-    if metric == "euclidean":
+    if metric is Metric.EUCLIDEAN:
         return np.linalg.norm(m - q, axis=1)
-    if metric == "manhattan":
-        return np.abs(m - q).sum(axis=1)
-    raise InvalidArgument(f"unknown metric {metric!r}")
+    return np.abs(m - q).sum(axis=1)
+
+
+def row_norms(matrix: np.ndarray) -> np.ndarray:
+    """float32 L2 norm of each row (kept beside a matrix for fast angular distances)."""
+    return np.linalg.norm(np.asarray(matrix, dtype=np.float32), axis=1)
+
+
+def coarse_distances(
+    matrix: np.ndarray, norms: np.ndarray, queries: np.ndarray, metric: Metric, chunk: int = 4096
+) -> np.ndarray:
+    """Approximate (float32) distances, (queries, rows), without float64 copies of the matrix:
+    good for ranking many rows; refine the best few with `distances`."""
+    q = np.asarray(queries, dtype=np.float32)
+    rows = matrix.shape[0]
+    if metric is Metric.ANGULAR:
+        q_norms = np.linalg.norm(q, axis=1)
+        cos = (q @ matrix.T) / (q_norms[:, None] * np.where(norms > 0, norms, 1.0)[None, :])
+        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
+    out = np.empty((q.shape[0], rows), dtype=np.float32)
+    for start in range(0, rows, chunk):  # bounded temporary: chunk x dims per query
+        block = matrix[start : start + chunk]
+        for i, query in enumerate(q):
+            diff = block - query
+            out[i, start : start + len(block)] = (
+                np.sqrt(np.einsum("ij,ij->i", diff, diff))
+                if metric is Metric.EUCLIDEAN
+                else np.abs(diff).sum(axis=1)
+            )
+    return out
 
 
 def top_k(dist: np.ndarray, k: int) -> np.ndarray:

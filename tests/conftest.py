@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +11,8 @@ import pytest
 from PIL import Image
 
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.launch import ServerProcess, start_embedder, start_index
-from imagesim.samples import write_sample_photos
-
-
-def imagesim(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the `imagesim` CLI as a user would; with `check`, it must succeed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "imagesim.client.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+from imagesim.testing.launch import ServerProcess, start_embedder, start_index
+from imagesim.testing.samples import write_sample_photos
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from tests.conftest import imagesim
+from imagesim.testing.cli import run_cli as imagesim
 
 
 @pytest.fixture(scope="module")
 def indexed(embedder_server, photos, tmp_path_factory):
     """The test photos indexed into two shards: (embedder, shards, index output, work dir)."""
-    from imagesim.launch import start_index
+    from imagesim.testing.launch import start_index
 
     root = tmp_path_factory.mktemp("cli-shards")
     shards = [start_index(root / f"s{n}.log", root / f"s{n}", 2048) for n in range(2)]
@@ -27,6 +27,8 @@ def indexed(embedder_server, photos, tmp_path_factory):
         addresses,
         "--report",
         str(root / "failed.tsv"),
+        "--meta",
+        "album=tests",
     )
     yield embedder_server.address, addresses, result, root
     for shard in shards:
@@ -76,11 +78,12 @@ def test_query_an_indexed_image_finds_itself_first(indexed, photos, name):
         "query", str(photos / name), "--embedder", embedder, "--shards", shards, "-k", "5"
     )
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["rank", "distance", "key"]
-    rank, distance, key = lines[1].split()
+    assert lines[0] == f"# {photos / name}"
+    assert lines[1].split() == ["rank", "distance", "key"]
+    rank, distance, key = lines[2].split()
     assert (rank, key) == ("1", str(photos / name))
     assert float(distance) == pytest.approx(0.0, abs=1e-3)
-    assert len(lines) == 6
+    assert len(lines) == 7
 
 
 def test_query_json_and_near_duplicates_rank_high(indexed, photos):
@@ -96,7 +99,10 @@ def test_query_json_and_near_duplicates_rank_high(indexed, photos):
         "4",
         "--json",
     )
-    hits = json.loads(result.stdout)
+    [answer] = json.loads(result.stdout)
+    assert answer["query"] == str(photos / "real" / "chelsea.jpg")
+    assert answer["missing_shards"] == []
+    hits = answer["neighbors"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert hits[0]["key"] == str(photos / "real" / "chelsea.jpg")
     assert hits[0]["distance"] == pytest.approx(0.0, abs=1e-3)
@@ -110,15 +116,87 @@ def test_query_json_and_near_duplicates_rank_high(indexed, photos):
     assert {h["shard"] for h in hits} <= set(shards.split(","))
 
 
-def test_stats_build_and_remove(indexed, photos):
+def test_several_images_in_one_query_each_get_their_answer(indexed, photos):
     embedder, shards, *_ = indexed
-    rows = json.loads(imagesim("stats", "--shards", shards, "--json").stdout)
+    names = ["real/coffee.jpg", "real/rocket.jpg", "real/horse.jpg"]
+    result = imagesim(
+        "query",
+        *(str(photos / n) for n in names),
+        "--embedder",
+        embedder,
+        "--shards",
+        shards,
+        "-k",
+        "2",
+        "--json",
+    )
+    answers = json.loads(result.stdout)
+    assert [a["neighbors"][0]["key"] for a in answers] == [str(photos / n) for n in names]
+
+
+def test_similar_threshold_filter_and_metadata(indexed, photos):
+    _, shards, *_ = indexed
+    key = str(photos / "real" / "chelsea.jpg")
+    result = imagesim("similar", key, "--shards", shards, "-k", "3", "--json", "--metadata")
+    answer = json.loads(result.stdout)
+    assert answer["key"] == key and len(answer["neighbors"]) == 3
+    assert key not in [n["key"] for n in answer["neighbors"]]
+    assert {n["key"].split("/")[-1] for n in answer["neighbors"]} == {
+        "chelsea_mirror.jpg",
+        "chelsea_crop.jpg",
+        "chelsea_half.jpg",
+    }
+    meta = answer["neighbors"][0]["metadata"]
+    assert meta["album"] == "tests" and int(meta["width"]) > 0 and int(meta["file_size"]) > 0
+    assert set(meta) == {"album", "file_size", "width", "height", "mtime"}
+    far = answer["neighbors"][-1]["distance"]
+    near = json.loads(
+        imagesim(
+            "similar", key, "--shards", shards, "-k", "3", "--json", "--max-distance", str(far / 2)
+        ).stdout
+    )
+    assert all(n["distance"] <= far / 2 for n in near["neighbors"])
+    assert len(near["neighbors"]) < 3
+    half = json.loads(
+        imagesim(
+            "similar",
+            key,
+            "--shards",
+            shards,
+            "--json",
+            "--where",
+            "width=225",
+            "--where",
+            "album=tests",
+        ).stdout
+    )
+    assert [n["key"].split("/")[-1] for n in half["neighbors"]] == ["chelsea_half.jpg"]
+
+
+def test_stats_export_build_and_remove(indexed, photos, tmp_path):
+    embedder, shards, *_ = indexed
+    stats = json.loads(imagesim("stats", "--shards", shards, "--json").stdout)
     indexed_images = image_count(photos) - 2
-    assert sum(int(r["count"]) for r in rows) == indexed_images and all(r["built"] for r in rows)
+    rows = stats["shards"]
+    assert sum(r["count"] for r in rows) == indexed_images and all(r["built"] for r in rows)
+    assert stats["total"]["count"] == indexed_images and stats["total"]["shards"] == 2
+    assert all(r["metric"] == "angular" and r["layout_version"] == 1 for r in rows)
+    text = imagesim("stats", "--shards", shards).stdout
+    assert f"total: {indexed_images} items in 2 shards" in text
+    out = tmp_path / "export.npz"
+    assert (
+        f"{indexed_images} items (2048-d)"
+        in imagesim("export", "--shards", shards, "--out", str(out)).stdout
+    )
+    from imagesim.client.dump import VectorDump
+
+    exported = VectorDump.load(out)
+    assert len(exported.keys) == indexed_images and exported.vectors.shape == (indexed_images, 2048)
+    assert exported.metadata is not None and exported.metadata[0]["album"] == "tests"
     key = str(photos / "generated" / "synthetic_0.png")
     assert "removed 1; 0 not found" in imagesim("remove", key, "--shards", shards).stdout
     result = imagesim("query", key, "--embedder", embedder, "--shards", shards, "--json")
-    assert key not in [h["key"] for h in json.loads(result.stdout)]
+    assert key not in [h["key"] for h in json.loads(result.stdout)[0]["neighbors"]]
     assert "generation 2" in imagesim("build", "--shards", shards).stdout
 
 
@@ -144,5 +222,7 @@ def test_a_server_that_is_down_gives_one_line_naming_it(indexed, photos):
         "--allow-partial",
         "--json",
     )
-    assert json.loads(partial.stdout)[0]["key"] == image
+    [answer] = json.loads(partial.stdout)
+    assert answer["neighbors"][0]["key"] == image
+    assert answer["missing_shards"] == ["127.0.0.1:2"]
     assert "127.0.0.1:2 missing" in partial.stderr

@@ -11,10 +11,12 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from PIL import Image
 
-from imagesim.errors import FailedPrecondition, InvalidArgument
-from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
+from imagesim.client.rpc import error_info
+from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
+from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 from tests.conftest import jpeg_bytes, synthetic_image
 
 MiB = 1024 * 1024
@@ -38,6 +40,12 @@ def test_info_reports_untrained_model(embedder):
     assert [(s.space, s.dimension) for s in info.spaces] == [(1, 2048)]
     assert (info.input_width, info.input_height) == (299, 299)
     assert len(info.model_fingerprint) == 64
+    assert (info.runtime, info.precision) == (
+        common_pb2.RUNTIME_TENSORFLOW,
+        common_pb2.PRECISION_FLOAT32,
+    )
+    assert info.limits.max_image_bytes == 32 * 1024 * 1024 and info.limits.max_image_pixels > 0
+    assert info.max_batch_size == 32 and info.max_batch_time.ToMilliseconds() == 5
 
 
 def test_embedding_is_2048_d_deterministic_and_batch_independent(embedder, photos):
@@ -91,18 +99,19 @@ def bomb() -> bytes:
 
 
 @pytest.mark.parametrize(
-    "make, message",
+    "make, reason",
     [
-        (lambda: b"", "empty image"),
-        (lambda: b"GIF89a but then garbage", "cannot decode image"),
-        (lambda: jpeg_bytes(synthetic_image(5))[:500], "cannot decode image"),
-        (bomb, "decompression bomb"),
+        (lambda: b"", Reason.IMAGE_EMPTY),
+        (lambda: b"GIF89a but then garbage", Reason.IMAGE_UNDECODABLE),
+        (lambda: jpeg_bytes(synthetic_image(5))[:500], Reason.IMAGE_UNDECODABLE),
+        (bomb, Reason.IMAGE_TOO_MANY_PIXELS),
     ],
     ids=["empty", "garbage", "truncated", "bomb"],
 )
-def test_bad_images_get_invalid_argument_and_the_server_keeps_serving(embedder, make, message):
-    with pytest.raises(InvalidArgument, match=message):
+def test_bad_images_get_invalid_argument_and_the_server_keeps_serving(embedder, make, reason):
+    with pytest.raises(InvalidArgument) as caught:
         embedder.embed(make())
+    assert caught.value.reason == reason.value
     assert embedder.embed(jpeg_bytes(synthetic_image(6))).shape == (2048,)
 
 
@@ -111,18 +120,19 @@ def test_bulk_stream_reports_bad_items_and_goes_on(embedder, photos):
     items = [("a", good), ("b", b"junk"), ("c", good), ("d", b"")]
     results = list(embedder.embed_stream(items))
     assert [r.id for r in results] == ["a", "b", "c", "d"]
-    assert [r.error.code if r.error else "OK" for r in results] == [
+    assert [(r.error.code, r.error.reason) if r.error else "OK" for r in results] == [
         "OK",
-        "INVALID_ARGUMENT",
+        ("INVALID_ARGUMENT", "IMAGE_UNDECODABLE"),
         "OK",
-        "INVALID_ARGUMENT",
+        ("INVALID_ARGUMENT", "IMAGE_EMPTY"),
     ]
     np.testing.assert_allclose(results[0].vector, results[2].vector, rtol=1e-5, atol=1e-7)
 
 
 def test_reduced_space_without_reducer_is_failed_precondition(embedder, photos):
-    with pytest.raises(FailedPrecondition, match="--reducer"):
+    with pytest.raises(FailedPrecondition, match="--reducer") as caught:
         embedder.embed((photos / "real" / "rocket.jpg").read_bytes(), space="reduced")
+    assert caught.value.reason == Reason.SPACE_NOT_OFFERED.value
 
 
 def test_message_size_limits(embedder_server):
@@ -138,6 +148,8 @@ def test_message_size_limits(embedder_server):
         stub.Embed(embedder_pb2.EmbedRequest(image=b"\0" * (40 * MiB)), timeout=60)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "the limit is 33,554,432 bytes" in err.value.details()
+    info = error_info(rpc_status.from_call(err.value))
+    assert (info.reason, dict(info.metadata)) == ("IMAGE_TOO_LARGE", {"limit": str(32 * MiB)})
     # Over the message limit (64 MiB): RESOURCE_EXHAUSTED from gRPC itself.
     with pytest.raises(grpc.RpcError) as err:
         stub.Embed(embedder_pb2.EmbedRequest(image=b"\0" * (70 * MiB)), timeout=60)

@@ -1,4 +1,5 @@
-"""A second language: the Node.js example loads protos/ directly and calls both services."""
+"""A second language: the Node.js example loads protos/ directly, embeds, searches every shard
+in one batched call each, routes a Get with the collection's rule, reads error reasons."""
 
 from __future__ import annotations
 
@@ -9,55 +10,70 @@ from pathlib import Path
 
 import pytest
 
+from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import ItemToAdd
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
 
 
-def test_node_example_embeds_and_searches(embedder_server, start_shard, photos):
+def node(*args: str) -> subprocess.CompletedProcess:
     if shutil.which("node") is None:
         pytest.fail("Node.js is needed for this test (the README lists it)")
     assert (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir(), "run `make test`"
-    shard = start_shard(2048)
-    names = ["astronaut.jpg", "coffee.jpg", "rocket.jpg", "chelsea.jpg"]
-    with EmbedderClient(embedder_server.address) as embedder, IndexClient(shard.address) as index:
-        index.add([ItemToAdd(n, embedder.embed((photos / "real" / n).read_bytes())) for n in names])
-        python_vector = embedder.embed((photos / "real" / "rocket.jpg").read_bytes())
-    result = subprocess.run(
-        [
-            "node",
-            str(EXAMPLE / "embed_and_search.js"),
-            str(photos / "real" / "rocket.jpg"),
-            embedder_server.address,
-            shard.address,
-            "3",
-        ],
+    return subprocess.run(
+        ["node", str(EXAMPLE / "embed_and_search.js"), *args],
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def test_node_example_embeds_searches_every_shard_and_routes_a_get(
+    embedder_server, start_shard, photos
+):
+    shards = [start_shard(2048, name=f"n{i}") for i in range(2)]
+    addresses = ",".join(s.address for s in shards)
+    names = ["astronaut.jpg", "coffee.jpg", "rocket.jpg", "chelsea.jpg", "horse.jpg", "coins.jpg"]
+    with EmbedderClient(embedder_server.address) as embedder, Collection(addresses.split(",")) as c:
+        c.add(
+            [
+                ItemToAdd(n, embedder.embed((photos / "real" / n).read_bytes()), {"name": n})
+                for n in names
+            ]
+        )
+        assert min(s.count for s in c.stats()) >= 1  # both shards hold items
+        owner = c.shard_for("coffee.jpg")
+        owner_id = owner.stats().shard_id
+    images = [str(photos / "real" / "rocket.jpg"), str(photos / "real" / "horse.jpg")]
+    result = node(
+        "--embedder",
+        embedder_server.address,
+        "--shards",
+        addresses,
+        "--k",
+        "3",
+        "--get",
+        "coffee.jpg",
+        *images,
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["dimension"] == len(python_vector) == 2048
-    assert out["neighbors"][0]["key"] == "rocket.jpg"
-    assert out["neighbors"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
-    assert len(out["neighbors"]) == 3
+    assert out["dimension"] == 2048
+    assert [r["neighbors"][0]["key"] for r in out["results"]] == ["rocket.jpg", "horse.jpg"]
+    assert all(len(r["neighbors"]) == 3 for r in out["results"])
+    assert out["results"][0]["neighbors"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
+    assert {n["shard"] for r in out["results"] for n in r["neighbors"]} == set(addresses.split(","))
+    assert out["item"] == {
+        "key": "coffee.jpg",
+        "shard_id": owner_id,
+        "dimension": 2048,
+        "metadata": {"name": "coffee.jpg"},
+    }
 
 
-def test_node_example_reports_grpc_errors(embedder_server, start_shard):
+def test_node_example_reports_the_error_reason(embedder_server, start_shard):
     shard = start_shard(2048)
-    result = subprocess.run(
-        [
-            "node",
-            str(EXAMPLE / "embed_and_search.js"),
-            __file__,
-            embedder_server.address,
-            shard.address,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = node("--embedder", embedder_server.address, "--shards", shard.address, __file__)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: INVALID_ARGUMENT: cannot decode image")
+    assert result.stderr.startswith("error: INVALID_ARGUMENT (IMAGE_UNDECODABLE): cannot decode")

@@ -1,35 +1,135 @@
-"""Install boundaries: the client works without TensorFlow or Annoy; no stray top-level names."""
+"""Install boundaries: each console script runs on the extras it declares (the others' modules
+are blocked in the process), and no stray top-level names are installed."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-BLOCK_HEAVY = (
-    "import sys\n"
-    "for name in ('tensorflow', 'keras', 'annoy', 'grpc_health', 'grpc_reflection'):\n"
-    "    sys.modules[name] = None  # importing it now raises ImportError\n"
-)
+import numpy as np
+
+from imagesim.client.dump import VectorDump
+
+# Modules of each extra: a console script may import only its own extra's.
+EXTRA_MODULES = {
+    "embedder": ("tensorflow", "keras", "openvino"),
+    "index": ("annoy", "filelock"),
+    "servers": ("grpc_health", "grpc_reflection"),
+}
 
 
-def test_client_imports_and_runs_without_model_dependencies():
-    code = BLOCK_HEAVY + (
-        "from imagesim.client import cli, collection, bulk, embedder_client, index_client\n"
-        "try:\n"
-        "    cli.main(['--help'])\n"
-        "except SystemExit as exc:\n"
-        "    assert exc.code == 0\n"
-        "print('ok')\n"
+def run_blocked(
+    blocked: tuple[str, ...], entry: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run a console script's entry point with `blocked` modules unimportable."""
+    code = (
+        "import sys\n"
+        f"for name in {list(blocked)!r}:\n"
+        "    sys.modules[name] = None  # importing it now raises ImportError\n"
+        f"module, _, function = {entry!r}.partition(':')\n"
+        f"sys.argv = ['x', *{list(args)!r}]\n"
+        "getattr(__import__(module, fromlist=[function]), function)()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+
+
+CLIENT_BLOCKED = (*EXTRA_MODULES["embedder"], *EXTRA_MODULES["index"], *EXTRA_MODULES["servers"])
+
+
+def test_the_client_cli_runs_real_commands_without_server_packages(tmp_path: Path):
+    # A command that reaches the network code (and fails there, cleanly).
+    result = run_blocked(
+        CLIENT_BLOCKED,
+        "imagesim.client.cli:main",
+        "stats",
+        "--shards",
+        "127.0.0.1:1",
+        "--timeout",
+        "3",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "UNAVAILABLE" in result.stderr and "ImportError" not in result.stderr
+    # PCA needs only numpy: it trains on the client install.
+    dump = tmp_path / "v.npz"
+    rng = np.random.default_rng(0)
+    VectorDump(
+        [f"k{i}" for i in range(40)], rng.random((40, 64), dtype=np.float32), "f", "full"
+    ).save(dump)
+    result = run_blocked(
+        CLIENT_BLOCKED,
+        "imagesim.client.cli:main",
+        "reducer",
+        "train",
+        str(dump),
+        "--method",
+        "pca",
+        "--dims",
+        "8",
+        "--out",
+        str(tmp_path / "pca"),
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok")
+    assert (tmp_path / "pca" / "reducer.json").is_file()
+    # The autoencoder and the evaluation name the extra they need, in one line.
+    for args in (
+        (
+            "train",
+            str(dump),
+            "--method",
+            "autoencoder",
+            "--dims",
+            "8",
+            "--out",
+            str(tmp_path / "ae"),
+        ),
+        ("eval", str(dump), str(tmp_path / "pca")),
+    ):
+        result = run_blocked(CLIENT_BLOCKED, "imagesim.client.cli:main", "reducer", *args)
+        assert result.returncode == 1
+        assert (
+            result.stderr.count("\n") == 1 and "pip install 'imagesim[reduction]'" in result.stderr
+        )
+
+
+def test_the_index_server_starts_without_the_embedder_packages(tmp_path: Path):
+    result = run_blocked(
+        EXTRA_MODULES["embedder"],
+        "imagesim.index_server.main:main",
+        "--port",
+        "0",
+        "--data",
+        str(tmp_path / "shard"),
+        "--dims",
+        "8",
+        "--max-k",
+        "0",
+    )
+    # --max-k 0 is refused after every import the server needs has happened.
+    assert result.returncode == 2, result.stderr
+    assert "ImportError" not in result.stderr and "--max-k must be at least 1" in result.stderr
+
+
+def test_the_embedder_server_starts_without_the_index_packages(tmp_path: Path):
+    result = run_blocked(
+        EXTRA_MODULES["index"],
+        "imagesim.embedder_server.main:main",
+        "--port",
+        "0",
+        "--weights",
+        str(tmp_path / "absent.h5"),
+    )
+    # Reached loading the weights: every import of the model path succeeded.
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and "ImportError" not in result.stderr
 
 
 def test_no_generic_top_level_modules_are_installed():
     code = (
         "import importlib.util as u; print([m for m in ('client', 'embedder_server', "
-        "'index_server') if u.find_spec(m)])"
+        "'index_server', 'reduction', 'testing') if u.find_spec(m)])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert result.stdout.strip() == "[]"

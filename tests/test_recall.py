@@ -5,19 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from imagesim.enums import Metric
 from imagesim.index_server.shard import Shard, ShardConfig
 from imagesim.index_server.vectors import distances, top_k
+from imagesim.params import SearchParams
+from imagesim.recall import exact_top_k, recall_at_k
+from imagesim.testing.vectors import structured as structured_vectors
 
 N, DIMS, K = 25_000, 2048, 10
 
 
 def structured(n: int, seed: int) -> np.ndarray:
-    """Clustered, non-negative (ReLU-like) vectors, like pooled CNN features: 500 clusters
-    (subjects) of sparse positive centres, members spread around them."""
-    centres = np.random.default_rng(42).gamma(0.5, 1.0, size=(500, DIMS))
-    rng = np.random.default_rng(seed)
-    data = centres[rng.integers(500, size=n)] + rng.normal(0.0, 0.35, size=(n, DIMS))
-    return np.maximum(data, 0.0).astype(np.float32)
+    return structured_vectors(n, DIMS, seed)
 
 
 @pytest.fixture(scope="module", params=[0, 256], ids=["annoy-2048d", "projected-256d"])
@@ -41,26 +40,17 @@ def built_shard(request, tmp_path_factory):
     shard.close()
 
 
-def exact_neighbours(data: np.ndarray, queries: np.ndarray) -> list[set[str]]:
-    """Brute force by cosine, all queries at once."""
-    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
-    sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
-    return [{f"k{i}" for i in np.argsort(-row)[:K]} for row in sims]
-
-
-def recall_at_k(shard: Shard, data: np.ndarray, queries: np.ndarray, **options) -> float:
-    found = sum(
-        len(truth & {h.key for h in shard.search(query, K, **options)})
-        for query, truth in zip(queries, exact_neighbours(data, queries), strict=True)
-    )
-    return found / (K * len(queries))
+def recall(shard: Shard, data: np.ndarray, queries: np.ndarray, **params) -> float:
+    found = shard.search(list(queries), SearchParams(k=K, **params))
+    truth = [[f"k{i}" for i in row] for row in exact_top_k(data, queries, K)]
+    return recall_at_k([[h.key for h in hits] for hits in found], truth)
 
 
 def test_distances_are_the_exact_angular_ones(built_shard):
     shard, data = built_shard
     query = structured(1, seed=3)[0]
-    hits = shard.search(query, K, rerank=True)
-    exact = distances(data, query, "angular")
+    hits = shard.search([query], SearchParams(k=K, rerank_factor=10))[0]
+    exact = distances(data, query, Metric.ANGULAR)
     assert [h.key for h in hits] == [f"k{i}" for i in top_k(exact, K)]
     np.testing.assert_allclose([h.distance for h in hits], np.sort(exact)[:K], atol=1e-5)
 
@@ -68,10 +58,10 @@ def test_distances_are_the_exact_angular_ones(built_shard):
 def test_recall_at_10_with_rerank_is_at_least_099(built_shard):
     shard, data = built_shard
     queries = structured(100, seed=1)
-    assert recall_at_k(shard, data, queries, rerank=True) >= 0.99
+    assert recall(shard, data, queries, rerank_factor=10) >= 0.99
 
 
 def test_rerank_does_not_lose_recall(built_shard):
     shard, data = built_shard
     queries = structured(50, seed=2)
-    assert recall_at_k(shard, data, queries, rerank=True) >= recall_at_k(shard, data, queries)
+    assert recall(shard, data, queries, rerank_factor=10) >= recall(shard, data, queries)

@@ -13,9 +13,12 @@ import pytest
 
 from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.embedder_server.reducer import Reducer, l2_normalise
-from imagesim.launch import start_embedder, start_index
-from tests.conftest import imagesim, synthetic_image
+from imagesim.pca import l2_normalise
+from imagesim.reduction.evaluate import evaluate
+from imagesim.reduction.reducer import Reducer, ReducerSpec
+from imagesim.testing.cli import run_cli as imagesim
+from imagesim.testing.launch import start_embedder, start_index
+from tests.conftest import synthetic_image
 
 
 @pytest.fixture(scope="module")
@@ -154,10 +157,10 @@ def test_both_reducers_serve_through_the_embedder(reducers, dump, tmp_path, phot
                         "index", str(photos / "real"), *common, "--space", "reduced", "--quiet"
                     )
                     query = str(photos / "real" / "coffee.jpg")
-                    hits = json.loads(
+                    [answer] = json.loads(
                         imagesim("query", query, *common, "--space", "reduced", "--json").stdout
                     )
-                    assert hits[0]["key"] == query
+                    assert answer["neighbors"][0]["key"] == query
                     wrong = imagesim("query", query, *common, check=False)
                     assert wrong.returncode == 1
                     assert "shards hold 256-d vectors but the embeddings are 2048-d" in wrong.stderr
@@ -171,8 +174,8 @@ def test_index_from_dump(dump, start_shard):
     shard = start_shard(2048)
     result = imagesim("index", "--from-dump", str(dump["out"]), "--shards", shard.address)
     assert "indexed 64 of 64 images" in result.stdout
-    stats = json.loads(imagesim("stats", "--shards", shard.address, "--json").stdout)[0]
-    assert (int(stats["count"]), stats["built"]) == (64, True)
+    stats = json.loads(imagesim("stats", "--shards", shard.address, "--json").stdout)
+    assert (stats["shards"][0]["count"], stats["shards"][0]["built"]) == (64, True)
 
 
 def test_reducer_for_another_model_or_dimension_is_refused(reducers, tmp_path):
@@ -223,3 +226,29 @@ def test_eval_prints_the_comparison_table(reducers, dump):
     assert set(rows) == {"full", "pca", "ae"}
     assert float(rows["full"][2]) == 1.0  # the full space agrees with itself
     assert all(0.0 <= float(r[-5]) <= 1.0 for r in rows.values())
+
+
+def test_the_evaluation_tells_pca_from_a_random_projection():
+    """On vectors that live near a 16-d subspace of 512-d, PCA to 16 dims keeps the neighbours
+    and a random projection to 16 dims does not: the evaluation must show that."""
+    from imagesim.reduction.train import train_pca
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(3000, 16)) @ rng.normal(size=(16, 512))
+    vectors = (latent + 0.05 * rng.normal(size=(3000, 512))).astype(np.float32)
+    keys = [f"k{i}" for i in range(len(vectors))]
+    pca = train_pca(vectors, 16, "fingerprint")
+    basis, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(512, 16)))
+    random = Reducer(
+        ReducerSpec("pca", 512, 16, 0, "fingerprint"),
+        {
+            "mean": pca.arrays["mean"],
+            "components": basis.T.astype(np.float32),
+            "scale": np.ones(16, np.float32),
+        },
+    )
+    reports = {
+        r.name: r for r in evaluate(keys, vectors, {"pca": pca, "random": random}, k=10, trees=5)
+    }
+    assert reports["full"].neighbour_recall == 1.0
+    assert reports["pca"].neighbour_recall > reports["random"].neighbour_recall + 0.1

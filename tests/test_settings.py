@@ -11,10 +11,15 @@ from imagesim.index_server.main import parse_args as index_args
 def test_environment_supplies_defaults_and_flags_win(monkeypatch):
     monkeypatch.setenv("IMAGESIM_INDEX_DATA", "/srv/shard")
     monkeypatch.setenv("IMAGESIM_INDEX_DIMS", "256")
-    monkeypatch.setenv("IMAGESIM_INDEX_SHARD", "1/4")
+    monkeypatch.setenv("IMAGESIM_INDEX_SHARD_ID", "imagesim-index-1")
     monkeypatch.setenv("IMAGESIM_INDEX_PORT", "7000")
     args = index_args(["--port", "7001"])
-    assert (args.data, args.dims, args.shard, args.port) == (Path("/srv/shard"), 256, (1, 4), 7001)
+    assert (args.data, args.dims, args.shard_id, args.port) == (
+        Path("/srv/shard"),
+        256,
+        "imagesim-index-1",
+        7001,
+    )
     assert (args.host, args.metric, args.trees) == ("127.0.0.1", "angular", 100)
 
 

@@ -1,4 +1,5 @@
-"""Several real shard processes: fan-out equals one shard, updates after build, crash safety."""
+"""Several real shard processes: fan-out equals one shard, updates after build, crash safety,
+and a collection layout no client can contradict."""
 
 from __future__ import annotations
 
@@ -10,40 +11,46 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.index_client import IndexClient, ItemToAdd
-from imagesim.errors import FailedPrecondition, ImagesimError, Unavailable
-from imagesim.launch import start_index
+from imagesim.errors import FailedPrecondition, ImagesimError, Reason, Unavailable
+from imagesim.params import SearchParams
+from imagesim.testing.vectors import structured
+from imagesim.v1 import index_pb2
 
 DIMS = 64
 
 
-def clustered(n: int, dims: int = DIMS, clusters: int = 20, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dims))
-    data = centres[rng.integers(clusters, size=n)] + 0.3 * rng.normal(size=(n, dims))
-    return np.maximum(data, 0).astype(np.float32) + 1e-3  # ReLU-like, never all zero
+def clustered(n: int, dims: int = DIMS, seed: int = 0) -> np.ndarray:
+    return structured(n, dims, seed, clusters=20)
 
 
 def items(data: np.ndarray, prefix: str = "img") -> list[ItemToAdd]:
     return [ItemToAdd(f"{prefix}/{i:05d}.jpg", v) for i, v in enumerate(data)]
 
 
-def test_three_shards_answer_like_one(start_shard):
+def test_three_shards_answer_like_one_in_any_order(start_shard):
     data = clustered(1500)
     one = start_shard(DIMS, name="one")
-    three = [start_shard(DIMS, "--shard", f"{n}/3", name=f"part{n}") for n in range(3)]
-    with Collection([one.address]) as single, Collection([s.address for s in three]) as spread:
+    three = [start_shard(DIMS, name=f"part{n}") for n in range(3)]
+    addresses = [s.address for s in three]
+    with Collection([one.address]) as single, Collection(addresses) as spread:
         single.add(items(data))
         spread.add(items(data))
         counts = [s.count for s in spread.stats()]
-        assert sum(counts) == 1500 and min(counts) > 400  # the hash spreads keys
+        assert sum(counts) == 1500 and min(counts) > 400  # rendezvous hashing spreads keys
         single.build()
         spread.build()
-        for query in clustered(20, seed=1):
-            # search_k past the node count makes Annoy exhaustive: both must be exact.
-            a = single.search(query, 10, search_k=10**6).neighbors
-            b = spread.search(query, 10, search_k=10**6).neighbors
-            assert [h.key for h in a] == [h.key for h in b]
-            np.testing.assert_allclose([h.distance for h in a], [h.distance for h in b], atol=1e-6)
+        exhaustive = SearchParams(k=10, search_k=10**6)  # past the node count: exact
+        queries = clustered(20, seed=1)
+        a = single.search_many(queries, exhaustive)
+        b = spread.search_many(queries, exhaustive)
+        for x, y in zip(a, b, strict=True):
+            assert [h.key for h in x.neighbors] == [h.key for h in y.neighbors]
+            np.testing.assert_allclose(
+                [h.distance for h in x.neighbors], [h.distance for h in y.neighbors], atol=1e-6
+            )
+    with Collection(addresses[::-1]) as reordered:  # placement is by shard id, not position
+        assert reordered.get("img/00042.jpg").key == "img/00042.jpg"
+        assert reordered.missing([i.key for i in items(data)]) == []
 
 
 def test_updates_after_build_show_at_once_and_removed_keys_never_return(start_shard, tmp_path):
@@ -55,15 +62,16 @@ def test_updates_after_build_show_at_once_and_removed_keys_never_return(start_sh
         collection.build()
         fresh = clustered(1, seed=7)[0] * 5
         collection.add([ItemToAdd("new.jpg", fresh)])
-        assert collection.search(fresh, 1).neighbors[0].key == "new.jpg"
+        assert collection.search(fresh, SearchParams(k=1)).neighbors[0].key == "new.jpg"
         gone = ["img/00003.jpg", "img/00004.jpg"]
         assert collection.remove(gone) == (2, 0)
         collection.add([ItemToAdd("img/00005.jpg", -data[5] + 2.0)])  # replace
 
         def check() -> None:
-            keys = {h.key for q in (data[3], data[4]) for h in collection.search(q, 50).neighbors}
-            assert not keys & set(gone)
-            assert collection.search(-data[5] + 2.0, 1).neighbors[0].key == "img/00005.jpg"
+            found = collection.search_many(data[[3, 4]], SearchParams(k=50))
+            assert not {h.key for r in found for h in r.neighbors} & set(gone)
+            replaced = collection.search(-data[5] + 2.0, SearchParams(k=1))
+            assert replaced.neighbors[0].key == "img/00005.jpg"
 
         check()
         collection.build()
@@ -74,6 +82,18 @@ def test_updates_after_build_show_at_once_and_removed_keys_never_return(start_sh
     with Collection([s.address for s in shards]) as collection:
         check()
         assert sum(s.count for s in collection.stats()) == 599
+
+
+def test_similar_leaves_the_item_out_and_reads_its_stored_vector(start_shard):
+    data = clustered(300)
+    shards = [start_shard(DIMS, name=f"m{n}") for n in range(2)]
+    with Collection([s.address for s in shards]) as collection:
+        collection.add(items(data))
+        result = collection.similar("img/00010.jpg", SearchParams(k=5))
+        keys = [h.key for h in result.neighbors]
+        assert len(keys) == 5 and "img/00010.jpg" not in keys
+        plain = collection.search(data[10], SearchParams(k=6)).neighbors
+        assert keys == [h.key for h in plain if h.key != "img/00010.jpg"][:5]
 
 
 def test_acknowledged_adds_survive_kill_9(start_shard, tmp_path):
@@ -104,9 +124,9 @@ def test_acknowledged_adds_survive_kill_9(start_shard, tmp_path):
     again = start_shard(DIMS, data=data_dir, name="revived")
     with IndexClient(again.address) as client:
         assert client.stats().count >= len(acknowledged)
-        for key in acknowledged[::7] + acknowledged[-25:]:
-            assert client.get(key).key == key
-        assert client.search(clustered(1, seed=3)[0], 5)
+        for start in range(0, len(acknowledged), 2000):
+            batch = acknowledged[start : start + 2000]
+            assert all(client.contains(batch)), "an acknowledged add was lost"
 
 
 def test_kill_9_during_a_build_leaves_the_last_good_generation(start_shard, tmp_path):
@@ -117,10 +137,9 @@ def test_kill_9_during_a_build_leaves_the_last_good_generation(start_shard, tmp_
     with IndexClient(shard.address, timeout=120) as client:
         client.add(items(data[:1000]))
         client.build(trees=10)  # generation 1
-        client.add(items(data[1000:], prefix="more"))
-        build = client.stub.Build.future(
-            __import__("imagesim.v1.index_pb2").v1.index_pb2.BuildRequest(trees=300), timeout=300
-        )
+        for start in range(1000, 20_000, 4000):
+            client.add(items(data[start : start + 4000], prefix=f"more{start}"))
+        build = client.stub.Build.future(index_pb2.BuildRequest(trees=300), timeout=300)
         deadline = time.monotonic() + 60
         while not client.stats().building:
             assert time.monotonic() < deadline and not build.done()
@@ -131,9 +150,10 @@ def test_kill_9_during_a_build_leaves_the_last_good_generation(start_shard, tmp_
         stats = client.stats()
         assert (stats.count, stats.generation, stats.built_count) == (20_000, 1, 1000)
         assert stats.staged == 19_000
-        assert client.search(data[5000], 1)[0].key == "more/04000.jpg"
+        hit = client.search(data[5000], SearchParams(k=1))[0][0]
+        assert hit.key == "more5000/00000.jpg"
         assert not [p for p in (data_dir / "generations").iterdir() if p.name.startswith(".tmp")]
-        assert client.build(trees=10).generation == 2
+        assert client.build(trees=10).generation >= 2
 
 
 def test_a_failed_shard_is_named_or_left_out_with_allow_partial(start_shard):
@@ -145,25 +165,32 @@ def test_a_failed_shard_is_named_or_left_out_with_allow_partial(start_shard):
         victim = shards[1]
         victim.kill()
         with pytest.raises(Unavailable, match=f"shard {victim.address}"):
-            collection.search(data[0], 5)
-        partial = collection.search(data[0], 5, allow_partial=True)
+            collection.search(data[0], SearchParams(k=5))
+        partial = collection.search(data[0], SearchParams(k=5), allow_partial=True)
         assert list(partial.missing) == [victim.address]
         assert len(partial.neighbors) == 5
         assert all(h.shard != victim.address for h in partial.neighbors)
 
 
-def test_shard_order_and_count_are_enforced(start_shard, tmp_path):
-    a = start_shard(DIMS, "--shard", "0/2", data=tmp_path / "a", name="a")
-    b = start_shard(DIMS, "--shard", "1/2", data=tmp_path / "b", name="b")
-    with Collection([a.address, b.address]) as right:
-        assert right.check_layout(DIMS) == (DIMS, "angular")
-    with (
-        Collection([b.address, a.address]) as swapped,
-        pytest.raises(FailedPrecondition, match="recorded as shard 1 of 2"),
-    ):
-        swapped.check_layout()
-    with Collection([a.address]) as short, pytest.raises(FailedPrecondition, match="of 2"):
-        short.check_layout()
-    a.stop()
-    with pytest.raises(RuntimeError, match="is shard 0/2; it cannot be served as shard 1/3"):
-        start_index(tmp_path / "bad.log", tmp_path / "a", DIMS, "--shard", "1/3")
+def test_a_shard_list_that_contradicts_the_recorded_layout_is_refused(start_shard):
+    """Without --shard flags: the first write records the layout on every shard."""
+    a, b, c = (start_shard(DIMS, name=n) for n in "abc")
+    with Collection([a.address, b.address]) as collection:
+        collection.add(items(clustered(50)))
+        assert collection.layout.version == 1
+    with Collection([b.address, a.address]) as swapped:  # order does not matter
+        assert swapped.connect().version == 1
+    for shards in ([a.address], [a.address, b.address, c.address]):
+        with Collection(shards) as wrong, pytest.raises(FailedPrecondition) as caught:
+            wrong.add(items(clustered(5), prefix="x"))
+        assert caught.value.reason == Reason.LAYOUT_MISMATCH.value
+    with Collection([a.address, c.address]) as swapped_in, pytest.raises(FailedPrecondition):
+        swapped_in.search(clustered(1)[0])
+    # Whatever the client lists, a shard never takes a key that is not its own.
+    from imagesim.routing import home
+
+    ids = {s.address: IndexClient(s.address).stats().shard_id for s in (a, b)}
+    key = next(f"x{i}" for i in range(100) if home(f"x{i}", list(ids.values())) == ids[b.address])
+    with IndexClient(a.address) as direct, pytest.raises(FailedPrecondition) as caught:
+        direct.add([ItemToAdd(key, clustered(1)[0])])
+    assert caught.value.reason == Reason.WRONG_SHARD.value

@@ -62,9 +62,9 @@ def generate(out_dir: Path = ROOT) -> list[Path]:
             f"--plugin=protoc-gen-mypy={mypy}",
             f"--plugin=protoc-gen-mypy_grpc={mypy_grpc}",
             f"--python_out={out_dir}",
-            f"--mypy_out={out_dir}",
+            f"--mypy_out=quiet:{out_dir}",
             f"--grpc_python_out={out_dir}",
-            f"--mypy_grpc_out={out_dir}",
+            f"--mypy_grpc_out=quiet:{out_dir}",
             *(str(p) for p in protos),
         ]
         if protoc.main(args) != 0:

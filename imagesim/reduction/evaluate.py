@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesim.embedder_server.reducer import Reducer, l2_normalise
+from imagesim.errors import MissingExtra
+from imagesim.recall import exact_top_k, recall_at_k
+from imagesim.reduction.reducer import Reducer
 
 HOLDOUT_MODULUS = 10
 
@@ -29,19 +31,6 @@ def is_holdout(key: str) -> bool:
 
 def holdout_mask(keys: list[str]) -> np.ndarray:
     return np.fromiter((is_holdout(k) for k in keys), dtype=bool, count=len(keys))
-
-
-def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Indices of each query's k nearest database rows by angle (cosine), closest first."""
-    sims = l2_normalise(queries) @ l2_normalise(database).T
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(sims, part, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
-
-
-def recall(found: np.ndarray | list[list[int]], truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
 
 
 @dataclass
@@ -58,7 +47,10 @@ class SpaceReport:
 def _annoy_report(
     name: str, database: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int, trees: int
 ) -> SpaceReport:
-    from annoy import AnnoyIndex
+    try:
+        from annoy import AnnoyIndex
+    except ImportError as exc:
+        raise MissingExtra("evaluating a reduction builds Annoy indexes", "reduction") from exc
 
     dims = database.shape[1]
     index = AnnoyIndex(dims, "angular")
@@ -80,8 +72,8 @@ def _annoy_report(
     return SpaceReport(
         name=name,
         dims=dims,
-        neighbour_recall=recall(exact_top_k(database, queries, k), truth),
-        annoy_recall=recall(found, truth),
+        neighbour_recall=recall_at_k(exact_top_k(database, queries, k).tolist(), truth.tolist()),
+        annoy_recall=recall_at_k(found, truth.tolist()),
         annoy_p50_ms=float(np.median(times) * 1000),
         index_mb=index_mb,
         build_s=build_s,
