@@ -36,7 +36,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 def list_images(folder: Path) -> list[Path]:
     """Image files under `folder` (recursive, by extension), sorted; paths keep the folder
     as given, so keys read like the user typed them."""
-    found = []
+    found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         found.extend(

@@ -64,7 +64,7 @@ class VectorDump:
         if self.metadata is not None:
             arrays["metadata"] = np.array([json.dumps(m) for m in self.metadata], dtype=np.str_)
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -28,7 +28,7 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
     """The imagesim ErrorInfo among a status's details, if any."""
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+        if detail.TypeName() == error_details_pb2.ErrorInfo.DESCRIPTOR.full_name:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             if info.domain == ERROR_DOMAIN:

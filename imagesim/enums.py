@@ -41,5 +41,5 @@ def parse_enum(cls: type[Enum], value: object, what: str) -> Enum:
     try:
         return cls(value)
     except ValueError:
-        choices = ", ".join(str(m.value) for m in cls)  # type: ignore[attr-defined]
+        choices = ", ".join(str(m.value) for m in cls)
         raise ValueError(f"{what} must be one of {choices}, not {value!r}") from None

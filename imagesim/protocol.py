@@ -3,8 +3,8 @@ the clients alike (one place, so both ends agree)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -12,6 +12,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from imagesim.enums import Metric, Precision, Runtime, Space
 from imagesim.params import SearchParams
 from imagesim.v1 import common_pb2, index_pb2
+
+K = TypeVar("K")
 
 METRICS = {
     Metric.ANGULAR: common_pb2.METRIC_ANGULAR,
@@ -29,7 +31,7 @@ RUNTIMES = {
 }
 
 
-def _inverse(table: dict[Any, int]) -> dict[int, Any]:
+def _inverse(table: Mapping[K, int]) -> dict[int, K]:
     return {wire: core for core, wire in table.items()}
 
 

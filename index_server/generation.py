@@ -93,7 +93,8 @@ class Projection:
         x = np.asarray(vectors, dtype=np.float32)
         if self.metric is Metric.ANGULAR:
             x = x / np.linalg.norm(x, axis=-1, keepdims=True)
-        return ((x - self.mean) @ self.components.T).astype(np.float32)
+        projected: np.ndarray = ((x - self.mean) @ self.components.T).astype(np.float32)
+        return projected
 
     @classmethod
     def fit(cls, vectors: np.ndarray, output_dims: int, metric: Metric) -> Projection:

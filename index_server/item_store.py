@@ -19,11 +19,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -53,7 +56,7 @@ class StoredItem:
     metadata: dict[str, str]
 
 
-def _row_item(row: tuple) -> StoredItem:
+def _row_item(row: tuple[Any, ...]) -> StoredItem:
     key, seq, blob, metadata = row
     return StoredItem(key, seq, np.frombuffer(blob, dtype="<f4"), json.loads(metadata))
 
@@ -98,7 +101,7 @@ class ItemStore:
                 self._reader_connections.append(db)
         return db
 
-    def _transaction(self, work):  # type: ignore[no-untyped-def]
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(db)` in one IMMEDIATE transaction on the writer (caller holds the lock)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -211,7 +214,7 @@ class ItemStore:
     def items(self, keys: list[str]) -> list[StoredItem]:
         """The items with these keys (absent keys are skipped)."""
         db = self._reader()
-        found = []
+        found: list[StoredItem] = []
         for chunk in _chunks(keys):
             found.extend(
                 _row_item(row)
@@ -281,9 +284,11 @@ class ItemStore:
         """An upper bound of the items matching every pair: the rarest pair's count."""
         db = self._reader()
         return min(
-            db.execute(
-                "SELECT COUNT(*) FROM meta WHERE name = ? AND value = ?", (name, value)
-            ).fetchone()[0]
+            int(
+                db.execute(
+                    "SELECT COUNT(*) FROM meta WHERE name = ? AND value = ?", (name, value)
+                ).fetchone()[0]
+            )
             for name, value in where.items()
         )
 

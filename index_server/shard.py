@@ -250,15 +250,15 @@ class Shard:
                 f"{self.data_dir} holds a {dims}-d {stored_metric} shard; it cannot be served "
                 f"as {config.dims}-d {metric.value} (use another --data directory)"
             )
-        shard_id = layout.get("shard_id")
-        if shard_id is None:  # created before shard ids existed
-            shard_id = config.shard_id or f"shard-{uuid.uuid4().hex[:10]}"
-            self.store.set_layout({"shard_id": shard_id})
-        elif config.shard_id not in (None, shard_id):
+        recorded = layout.get("shard_id")
+        if recorded is None:  # created before shard ids existed
+            recorded = config.shard_id or f"shard-{uuid.uuid4().hex[:10]}"
+            self.store.set_layout({"shard_id": recorded})
+        elif config.shard_id not in (None, recorded):
             raise FailedPrecondition(
-                f"{self.data_dir} is shard {shard_id!r}; it cannot be served as {config.shard_id!r}"
+                f"{self.data_dir} is shard {recorded!r}; it cannot be served as {config.shard_id!r}"
             )
-        return dims, metric, shard_id
+        return dims, metric, recorded
 
     def _derive_view(
         self, generation: Generation | None, staging: StagingSet, reload: bool = False

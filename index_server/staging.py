@@ -73,8 +73,9 @@ class StagingSnapshot:
         finite = int(np.isfinite(row).sum())
         if keep is None:
             if want < finite:
-                picked = np.argpartition(row, want - 1)[:want]
-                return picked[np.isfinite(row[picked])]
+                picked: np.ndarray = np.argpartition(row, want - 1)[:want]
+                finite_picked: np.ndarray = picked[np.isfinite(row[picked])]
+                return finite_picked
             return np.flatnonzero(np.isfinite(row))
         ranked = np.argsort(row, kind="stable")[:finite]
         chosen: list[int] = []

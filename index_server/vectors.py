@@ -52,15 +52,19 @@ def distances(matrix: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarr
     if metric is Metric.ANGULAR:
         norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
         cos = (m @ q) / np.where(norms > 0, norms, 1.0)
-        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
+        angular: np.ndarray = np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
+        return angular
     if metric is Metric.EUCLIDEAN:
-        return np.linalg.norm(m - q, axis=1)
-    return np.abs(m - q).sum(axis=1)
+        euclidean: np.ndarray = np.linalg.norm(m - q, axis=1)
+        return euclidean
+    manhattan: np.ndarray = np.abs(m - q).sum(axis=1)
+    return manhattan
 
 
 def row_norms(matrix: np.ndarray) -> np.ndarray:
     """float32 L2 norm of each row (kept beside a matrix for fast angular distances)."""
-    return np.linalg.norm(np.asarray(matrix, dtype=np.float32), axis=1)
+    norms: np.ndarray = np.linalg.norm(np.asarray(matrix, dtype=np.float32), axis=1)
+    return norms
 
 
 def coarse_distances(
@@ -73,7 +77,8 @@ def coarse_distances(
     if metric is Metric.ANGULAR:
         q_norms = np.linalg.norm(q, axis=1)
         cos = (q @ matrix.T) / (q_norms[:, None] * np.where(norms > 0, norms, 1.0)[None, :])
-        return np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
+        angular: np.ndarray = np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
+        return angular
     out = np.empty((q.shape[0], rows), dtype=np.float32)
     for start in range(0, rows, chunk):  # bounded temporary: chunk x dims per query
         block = matrix[start : start + chunk]
@@ -92,4 +97,5 @@ def top_k(dist: np.ndarray, k: int) -> np.ndarray:
     if k >= dist.shape[0]:
         return np.argsort(dist, kind="stable")
     part = np.argpartition(dist, k)[:k]
-    return part[np.argsort(dist[part], kind="stable")]
+    ordered: np.ndarray = part[np.argsort(dist[part], kind="stable")]
+    return ordered

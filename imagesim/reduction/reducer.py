@@ -76,7 +76,7 @@ class Reducer:
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / WEIGHTS_FILE, **self.arrays)
+        np.savez(directory / WEIGHTS_FILE, **self.arrays)  # type: ignore[arg-type]
         (directory / REDUCER_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
 
     @classmethod

@@ -80,7 +80,8 @@ def abort_with_error(context: grpc.ServicerContext, exc: BaseException, method: 
 
 def _is_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
     # context.abort() raises a bare Exception after setting the status: let it through.
-    return context.code() is not None and not isinstance(exc, ImagesimError)
+    aborted = context.code() is not None  # type: ignore[attr-defined]  # grpcio >= 1.38
+    return aborted and not isinstance(exc, ImagesimError)
 
 
 def map_errors(handler: F) -> F:
