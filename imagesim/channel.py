@@ -8,6 +8,7 @@ import grpc
 
 MiB = 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB
+RECONNECT_BACKOFF_MAX_MS = 2000
 
 # Transport-level retries for calls that are safe to repeat (keyed adds replace, reads read).
 _RETRY_POLICY = {
@@ -51,5 +52,9 @@ def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
         *message_limits(max_message_bytes),
         ("grpc.service_config", SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
+        # A restarted server is reached again within seconds (gRPC's default backoff grows
+        # to two minutes after refused connections).
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
     ]
     return grpc.insecure_channel(address, options=options)

@@ -22,12 +22,19 @@ LISTENING = re.compile(r"listening on (\S+):(\d+)")
 class ServerProcess:
     """One server process (`imagesim-embedder` or `imagesim-index`) with its log file."""
 
-    def __init__(self, module: str, args: list[str], log_path: Path, env: dict | None = None):
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        log_path: Path,
+        env: dict | None = None,
+        port: int = 0,
+    ):
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_start = self._log.tell()  # earlier runs may have written to the same file
-        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
+        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
         self.process = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -102,9 +109,13 @@ def start_embedder(log_path: Path, *args: str, timeout: float = 300.0) -> Server
     return server
 
 
-def start_index(log_path: Path, data: Path, dims: int, *args: str) -> ServerProcess:
+def start_index(log_path: Path, data: Path, dims: int, *args: str, port: int = 0) -> ServerProcess:
+    """An Index shard on `data` (port 0: any free port; give one to restart in place)."""
     server = ServerProcess(
-        "imagesim.index_server.main", ["--data", str(data), "--dims", str(dims), *args], log_path
+        "imagesim.index_server.main",
+        ["--data", str(data), "--dims", str(dims), *args],
+        log_path,
+        port=port,
     )
     server.wait_ready(60.0)
     return server
