@@ -8,10 +8,11 @@ WEIGHTS ?= imagenet
 DATA    ?= .data
 EMBEDDER_PORT ?= 50051
 INDEX_PORT    ?= 50061
+SOAK_SECONDS  ?= 180
 STAMP   := $(VENV)/.installed
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: install protos serve demo test lint bench clean
+.PHONY: install protos serve demo test test-fast lint typecheck soak bench clean
 
 install: $(STAMP)
 
@@ -40,15 +41,27 @@ serve: protos
 demo: protos
 	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
 
-test: protos $(NODE_STAMP)
+# Everything CI runs: lint, type check, the whole suite.
+test: lint typecheck $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The quick loop: skips the slow tests (recall at 25k, the soak, the benchmark smoke test).
+test-fast: protos $(NODE_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: protos
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: protos
+	$(BIN)/python tools/typecheck.py
+
+# The soak test with faults at full length (the suite runs a short one).
+soak: protos
+	$(BIN)/python -m imagesim.testing.soak --seconds $(SOAK_SECONDS) --json .soak/report.json
+
 bench: protos
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) imagesim/v1 examples/node/node_modules .demo .bench build *.egg-info
+	rm -rf $(VENV) imagesim/v1 examples/node/node_modules .demo .bench .soak .typecheck build *.egg-info

@@ -12,6 +12,8 @@ from imagesim.params import SearchParams
 from imagesim.recall import exact_top_k, recall_at_k
 from imagesim.testing.vectors import structured as structured_vectors
 
+pytestmark = pytest.mark.slow
+
 N, DIMS, K = 25_000, 2048, 10
 
 
