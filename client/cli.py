@@ -27,6 +27,7 @@ from imagesim.client.bulk import (
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline
 from imagesim.enums import Space
 from imagesim.errors import ImagesimError, InvalidArgument
@@ -231,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON")
     remove = commands.add_parser("remove", parents=[common], help="remove items by key")
     remove.add_argument("keys", nargs="+", metavar="KEY")
+    reshard = commands.add_parser(
+        "reshard",
+        help="move the collection from the --from shards to the --to shards without loss "
+        "(resumable: run it again after an interruption)",
+    )
+    reshard.add_argument("--from", dest="old", type=_shards, required=True, metavar="HOST:PORT,...")
+    reshard.add_argument("--to", dest="new", type=_shards, required=True, metavar="HOST:PORT,...")
+    reshard.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per call")
     return parser
 
 
@@ -526,6 +535,17 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reshard(args: argparse.Namespace) -> int:
+    with Resharder(args.old, args.new, args.timeout) as resharder:
+        report = resharder.run()
+    resumed = " (resumed an interrupted run)" if report.resumed else ""
+    print(
+        f"reshard done{resumed}: {report.moved} items moved, {report.scanned} scanned; layout "
+        f"version {report.layout.version}: {', '.join(report.layout.shard_ids)}"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "dump": cmd_dump,
@@ -536,6 +556,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build,
     "stats": cmd_stats,
     "remove": cmd_remove,
+    "reshard": cmd_reshard,
 }
 
 

@@ -35,6 +35,7 @@ from imagesim.errors import (
     FailedPrecondition,
     ImagesimError,
     InvalidArgument,
+    NotFound,
     Reason,
     Unavailable,
 )
@@ -191,8 +192,10 @@ class Collection:
         return self._layout
 
     def record_layout(self) -> Layout:
-        """Record the layout on every shard if none is recorded yet (before the first write)."""
+        """Record the layout on every shard if none is recorded yet (before the first write).
+        While a reshard moves items, writes wait: FailedPrecondition (LAYOUT_CHANGED)."""
         layout = self.layout
+        self._refuse_during_reshard(layout)
         if layout.version:
             return layout
         new = Layout(1, layout.shard_ids)
@@ -201,6 +204,15 @@ class Collection:
             with contextlib.suppress(Aborted):
                 shard.set_layout(new, expected_version=0)
         return self.connect()
+
+    @staticmethod
+    def _refuse_during_reshard(layout: Layout) -> None:
+        if layout.next_shard_ids:
+            raise FailedPrecondition(
+                f"a reshard to {', '.join(layout.next_shard_ids)} is in progress: writes wait "
+                "until `imagesim reshard` finishes (searches go on)",
+                reason=Reason.LAYOUT_CHANGED,
+            )
 
     def shard_for(self, key: str) -> IndexClient:
         """The client of the shard holding `key` under the recorded layout."""
@@ -237,6 +249,7 @@ class Collection:
 
     def remove(self, keys: Iterable[str], timeout: float | None = None) -> tuple[int, int]:
         """Returns (removed, missing)."""
+        self._refuse_during_reshard(self.layout)
         removed = missing = 0
         for shard_id, batch in self._group(keys).items():
             reply = self._by_id[shard_id].remove(batch, timeout)
@@ -264,8 +277,17 @@ class Collection:
     # ---- reads ----------------------------------------------------------------------------
 
     def get(self, key: str, timeout: float | None = None) -> Item:
-        """One item (vector and metadata) from its home shard; NotFound if absent."""
-        return self.shard_for(key).get(key, timeout)
+        """One item (vector and metadata) from its home shard; NotFound if absent. While a
+        reshard moves items, the new home is asked first, then the old one."""
+        layout = self.layout
+        if not layout.next_shard_ids:
+            return self.shard_for(key).get(key, timeout)
+        deadline = Deadline(timeout or self.timeout)
+        new_home = self._by_id[home(key, layout.next_shard_ids)]
+        try:
+            return new_home.get(key, deadline.remaining())
+        except NotFound:
+            return self.shard_for(key).get(key, deadline.remaining())
 
     def search(
         self,

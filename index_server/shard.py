@@ -326,9 +326,9 @@ class Shard:
                     reason=Reason.LAYOUT_CHANGED,
                     metadata={"version": str(current.version)},
                 )
-            if layout.version != expected_version + 1:
+            if layout.version <= expected_version:
                 raise InvalidArgument(
-                    f"the new layout's version must be {expected_version + 1}",
+                    f"the new layout's version must be above {expected_version}",
                     reason=Reason.LAYOUT_CHANGED,
                 )
             self.store.set_layout({"collection": layout.to_json()})
