@@ -28,7 +28,8 @@ from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.reshard import Resharder
-from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline
+from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
+from imagesim.client.security_flags import add_security_flags, security_from_args
 from imagesim.enums import Space
 from imagesim.errors import ImagesimError, InvalidArgument
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     reshard.add_argument("--from", dest="old", type=_shards, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--to", dest="new", type=_shards, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per call")
+    add_security_flags(parser)
     return parser
 
 
@@ -562,6 +564,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    set_default_security(security_from_args(args))
     try:
         sys.exit(COMMANDS[args.command](args))
     except ImagesimError as exc:

@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from imagesim import protocol
+from imagesim.channel import ChannelSecurity
 from imagesim.client.index_client import (
     BUILD_TIMEOUT,
     IndexClient,
@@ -58,14 +59,19 @@ def _mismatch(message: str) -> FailedPrecondition:
 class Collection:
     """The shards of one collection, given by address in any order."""
 
-    def __init__(self, shards: Iterable[str], timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        shards: Iterable[str],
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         addresses = [a.strip() for a in shards if a.strip()]
         if not addresses:
             raise ValueError("at least one shard address is needed")
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"a shard is listed twice: {','.join(addresses)}")
         self.timeout = timeout
-        self.shards = [IndexClient(address, timeout) for address in addresses]
+        self.shards = [IndexClient(address, timeout, security) for address in addresses]
         self._layout: Layout | None = None
         self._by_id: dict[str, IndexClient] = {}
         self.dims = 0

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from imagesim import protocol
+from imagesim.channel import ChannelSecurity
 from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, rpc_error, status_error
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
@@ -29,8 +30,13 @@ class Embedded:
 class EmbedderClient(ServiceClient):
     what = "the embedder"
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(address, timeout)
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ChannelSecurity | None = None,
+    ) -> None:
+        super().__init__(address, timeout, security)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
 
     def info(self, timeout: float | None = None) -> embedder_pb2.InfoResponse:

@@ -14,8 +14,14 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from imagesim.channel import open_channel
-from imagesim.errors import ERROR_DOMAIN, DeadlineExceeded, ImagesimError, error_for_code
+from imagesim.channel import ChannelSecurity, open_channel
+from imagesim.errors import (
+    ERROR_DOMAIN,
+    DeadlineExceeded,
+    ImagesimError,
+    InvalidArgument,
+    error_for_code,
+)
 
 T = TypeVar("T")
 C = TypeVar("C", bound="ServiceClient")
@@ -91,16 +97,41 @@ def call(address: str, what: str, fn: Callable[[], T]) -> T:
         raise rpc_error(exc, address, what) from None
 
 
+_default_security: ChannelSecurity | None = None
+
+
+def set_default_security(security: ChannelSecurity | None) -> None:
+    """The security of clients created without one (None: back to the environment's)."""
+    global _default_security
+    _default_security = security
+
+
+def default_security() -> ChannelSecurity:
+    return _default_security or ChannelSecurity.from_env()
+
+
 class ServiceClient:
     """One channel to one server: every call has a deadline (the client's default unless the
-    call gives one), and failures raise ImagesimError naming the server."""
+    call gives one), and failures raise ImagesimError naming the server.
+
+    `security` (TLS, API key): None takes the process default (set_default_security, which
+    the CLI sets from its flags), else ChannelSecurity.from_env() (IMAGESIM_API_KEY, ...)."""
 
     what = "the server"
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = open_channel(address)
+        self.security = security or default_security()
+        try:
+            self._channel = open_channel(address, security=self.security)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc), address=address) from None
 
     def close(self) -> None:
         self._channel.close()

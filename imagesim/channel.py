@@ -1,8 +1,11 @@
-"""gRPC channel options shared by servers and clients (message limits, retries)."""
+"""gRPC channel options shared by servers and clients (message limits, retries, security)."""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -46,8 +49,80 @@ def message_limits(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
     ]
 
 
-def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
-    """The one way the client opens a channel: limits, retry policy, insecure loopback/LAN."""
+@dataclass(frozen=True)
+class ChannelSecurity:
+    """How a client proves the server is the right one and who the client is.
+
+    TLS is on when `tls` is set or any TLS file is given: `tls_ca` is the CA that signed the
+    server's certificate (None: the system's trusted CAs); `tls_cert`/`tls_key` are the
+    client's own certificate for servers that require mutual TLS. `api_key` goes with every
+    call as `authorization: Bearer KEY`; without TLS gRPC sends it only to a loopback address
+    (local credentials), never in plaintext over a network. `tls_server_name` overrides the name
+    checked in the server's certificate (e.g. connecting by IP to a certificate for a name).
+    """
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_server_name: str | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ChannelSecurity:
+        """IMAGESIM_TLS_CA, IMAGESIM_TLS_CERT, IMAGESIM_TLS_KEY, IMAGESIM_API_KEY,
+        IMAGESIM_TLS_SERVER_NAME (unset or empty: not used)."""
+        env = os.environ if environ is None else environ
+
+        def path(name: str) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value) if value else None
+
+        return cls(
+            tls_ca=path("IMAGESIM_TLS_CA"),
+            tls_cert=path("IMAGESIM_TLS_CERT"),
+            tls_key=path("IMAGESIM_TLS_KEY"),
+            api_key=env.get("IMAGESIM_API_KEY", "").strip() or None,
+            tls_server_name=env.get("IMAGESIM_TLS_SERVER_NAME", "").strip() or None,
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """Channel credentials (None: a plain insecure channel)."""
+        if self.uses_tls:
+            if (self.tls_cert is None) != (self.tls_key is None):
+                raise ValueError("a client certificate needs both tls_cert and tls_key")
+            try:
+                channel = grpc.ssl_channel_credentials(
+                    root_certificates=self.tls_ca.read_bytes() if self.tls_ca else None,
+                    private_key=self.tls_key.read_bytes() if self.tls_key else None,
+                    certificate_chain=self.tls_cert.read_bytes() if self.tls_cert else None,
+                )
+            except OSError as exc:
+                raise ValueError(f"cannot read a TLS file: {exc}") from None
+        elif self.api_key:
+            # Call credentials need a secure channel; local credentials allow loopback only.
+            channel = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+        else:
+            return None
+        if self.api_key:
+            return grpc.composite_channel_credentials(
+                channel, grpc.access_token_call_credentials(self.api_key)
+            )
+        return channel
+
+
+def open_channel(
+    address: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    security: ChannelSecurity | None = None,
+) -> grpc.Channel:
+    """The one way the client opens a channel: limits, retry policy, TLS and API key.
+    `security` None: ChannelSecurity.from_env()."""
+    security = ChannelSecurity.from_env() if security is None else security
     options: list[tuple[str, object]] = [
         *message_limits(max_message_bytes),
         ("grpc.service_config", SERVICE_CONFIG),
@@ -57,4 +132,9 @@ def open_channel(address: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
         ("grpc.initial_reconnect_backoff_ms", 250),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
     ]
-    return grpc.insecure_channel(address, options=options)
+    if security.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", security.tls_server_name))
+    credentials = security.credentials()
+    if credentials is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credentials, options=options)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from imagesim.channel import ChannelSecurity
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.testing.launch import ServerProcess, start_embedder, start_index
 from imagesim.testing.samples import write_sample_photos
+from tests.pki import CertificateAuthority, Issued
+
+STREAM_IDLE_SECONDS = 5  # the idle timeout of servers started for stream tests
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -67,12 +74,99 @@ def start_shard(tmp_path: Path) -> Iterator:
     """Factory: start an Index shard process on a fresh (or given) data directory."""
     started: list[ServerProcess] = []
 
-    def start(dims: int = 2048, *args: str, data: Path | None = None, name: str = "shard"):
+    def start(
+        dims: int = 2048,
+        *args: str,
+        data: Path | None = None,
+        name: str = "shard",
+        security: ChannelSecurity | None = None,
+    ):
         data = data or tmp_path / name
-        server = start_index(tmp_path / f"{name}.log", data, dims, *args)
+        server = start_index(tmp_path / f"{name}.log", data, dims, *args, security=security)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Certificates and API keys for the security tests."""
+
+    ca: Path
+    server: Issued
+    client: Issued  # signed by `ca`
+    other_ca: Path  # a CA that signed nothing here
+    stranger: Issued  # a client certificate from other_ca
+    keys_file: Path
+    keys: dict[str, str]  # role -> key
+
+    def security(self, role: str | None = None, **kwargs) -> ChannelSecurity:
+        """TLS trusting our CA, with the key of `role` (None: no key)."""
+        return ChannelSecurity(tls_ca=self.ca, api_key=self.keys.get(role or ""), **kwargs)
+
+    def mutual(self, role: str | None = None) -> ChannelSecurity:
+        return self.security(role, tls_cert=self.client.cert, tls_key=self.client.key)
+
+    def server_args(self, *extra: str) -> list[str]:
+        return [
+            "--tls-cert",
+            str(self.server.cert),
+            "--tls-key",
+            str(self.server.key),
+            "--api-keys",
+            str(self.keys_file),
+            *extra,
+        ]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority(folder / "ca")
+    other = CertificateAuthority(folder / "other", "some other CA")
+    keys = {role: secrets.token_hex(24) for role in ("read", "write", "admin")}
+    admin_hash = hashlib.sha256(keys["admin"].encode()).hexdigest()
+    keys_file = folder / "api-keys"
+    keys_file.write_text(
+        "# role key\n"
+        f"read {keys['read']}\n"
+        f"write {keys['write']}   # the ingest job\n"
+        f"admin sha256:{admin_hash}\n"
+    )
+    keys_file.chmod(0o600)
+    return Pki(
+        ca=ca.files.cert,
+        server=ca.issue("server", "localhost"),
+        client=ca.issue("client", "imagesim client", client=True),
+        other_ca=other.files.cert,
+        stranger=other.issue("stranger", "stranger", client=True),
+        keys_file=keys_file,
+        keys=keys,
+    )
+
+
+@pytest.fixture(scope="session")
+def secure_embedder(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServerProcess]:
+    """An Embedder with TLS, API keys, metrics and a short stream idle timeout (the other
+    limits at their defaults)."""
+    logs = tmp_path_factory.mktemp("secure-embedder")
+    server = start_embedder(
+        logs / "embedder.log",
+        "--weights",
+        "none",
+        "--precision",
+        "float32",
+        "--grace",
+        "5",
+        "--stream-idle-timeout",
+        str(STREAM_IDLE_SECONDS),
+        "--metrics-port",
+        "0",
+        *pki.server_args(),
+        security=pki.security(),
+    )
+    yield server
+    server.stop()

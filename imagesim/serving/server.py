@@ -1,4 +1,5 @@
-"""The server object both processes use: lifecycle, health, reflection, signals, limits.
+"""The server object both processes use: lifecycle, health, reflection, signals, limits,
+security (TLS, API keys), stream limits, the port file.
 
 Lifecycle: bind -> NOT_SERVING (health) while the process loads its model or index ->
 SERVING -> on SIGTERM/SIGINT: health NOT_SERVING, stop accepting calls, let in-flight calls
@@ -20,7 +21,12 @@ from grpc_reflection.v1alpha import reflection
 
 from imagesim.channel import message_limits
 from imagesim.errors import ImagesimError
-from imagesim.serving.settings import ServerSettings
+from imagesim.security import KeyFile, KeyFileError
+from imagesim.serving.auth import ApiKeyInterceptor
+from imagesim.serving.portfile import write_port_file
+from imagesim.serving.settings import ServerSettings, refuse
+from imagesim.serving.streams import StreamGuard
+from imagesim.serving.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +45,34 @@ class GrpcServer:
         self.service_names = list(services)
         self._stopped = threading.Event()
         self._cleanups: list[Callable[[], None]] = []
+        problems = settings.problems()
+        if problems:
+            refuse(problems[0])
+        self.streams = StreamGuard(settings.stream_limits)
+        interceptors: list[grpc.ServerInterceptor] = []
+        if settings.api_keys is not None:
+            try:
+                interceptors.append(ApiKeyInterceptor(KeyFile(settings.api_keys)))
+            except KeyFileError as exc:
+                refuse(str(exc))
+        # After authentication: a refused caller never takes a stream slot.
+        interceptors.append(self.streams)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.workers, thread_name_prefix="grpc-handler"
             ),
+            interceptors=interceptors,
             options=[*message_limits(settings.max_message_bytes), ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=settings.concurrent_rpcs,
         )
         for register in services.values():
             register(self._server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
-        )
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+            )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
 
@@ -65,16 +86,28 @@ class GrpcServer:
 
     def start(self) -> int:
         """Bind and start (health NOT_SERVING). Returns the bound port."""
-        address = self.settings.address
+        settings = self.settings
+        address = settings.address
         try:
-            self.port = self._server.add_insecure_port(address)
+            if settings.tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, server_credentials(settings.tls))
         except RuntimeError as exc:
-            raise SystemExit(f"cannot bind {address}: {exc}") from exc
+            refuse(f"cannot bind {address}: {exc}")
         if not self.port:
-            raise SystemExit(f"cannot bind {address}: port in use or address not available")
+            refuse(f"cannot bind {address}: port in use or address not available")
         self._server.start()
-        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        log.info("listening on %s:%d (NOT_SERVING until ready)", host, self.port)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        log.info(
+            "listening on %s:%d (%s%s; NOT_SERVING until ready)",
+            host,
+            self.port,
+            "plaintext" if settings.tls is None else "mutual TLS" if settings.tls.mutual else "TLS",
+            ", API keys" if settings.api_keys else "",
+        )
+        if settings.port_file is not None:
+            write_port_file(settings.port_file, settings.host, self.port)
         return self.port
 
     def set_serving(self) -> None:

@@ -6,26 +6,81 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES, MiB
+from imagesim.security import TlsFiles, check_exposure
+
+DEFAULT_WORKERS = 16
+DEFAULT_MAX_STREAMS = 4  # of DEFAULT_WORKERS handler threads: the rest stay for unary calls
+DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What a server allows streams (reported by Info/Stats)."""
+
+    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once
+    idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # s without a client message; 0 = none
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest message either way
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Network and lifecycle settings of one gRPC server process."""
+    """Network, security and lifecycle settings of one gRPC server process."""
 
     host: str = "127.0.0.1"
-    port: int = 0  # 0: the OS picks a free port (logged at start)
+    port: int = 0  # 0: the OS picks a free port (logged and written to port_file)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # both send and receive
-    workers: int = 16  # gRPC handler threads
+    workers: int = DEFAULT_WORKERS  # gRPC handler threads
     grace_seconds: float = 10.0  # how long in-flight calls may finish on shutdown
+    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls at once (< workers)
+    stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # 0 = streams may idle forever
+    # Calls running or queued for a thread at once; beyond it calls fail fast with
+    # RESOURCE_EXHAUSTED instead of queueing until their deadline. 0 = 4 x workers.
+    max_concurrent_rpcs: int = 0
+    tls: TlsFiles | None = None  # None: plaintext
+    api_keys: Path | None = None  # `ROLE KEY` file; None: no key needed
+    insecure: bool = False  # allow a non-loopback bind without TLS and authentication
+    reflection: bool = True
+    port_file: Path | None = None  # JSON {"host", "port", "pid", "metrics_port"} after binding
+    metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def stream_limits(self) -> StreamLimits:
+        return StreamLimits(self.max_streams, self.stream_idle_timeout, self.max_message_bytes)
+
+    @property
+    def concurrent_rpcs(self) -> int:
+        return self.max_concurrent_rpcs or 4 * self.workers
+
+    def problems(self) -> list[str]:
+        """What makes these settings unsafe or unworkable (the server refuses to start)."""
+        problems = []
+        if not 0 < self.max_streams < self.workers:
+            problems.append(
+                f"--max-streams {self.max_streams} must be between 1 and --workers - 1 "
+                f"({self.workers - 1}): unary calls and health checks need threads of their own"
+            )
+        if self.concurrent_rpcs < self.workers:
+            problems.append("--max-concurrent-rpcs must be at least --workers")
+        exposure = check_exposure(
+            self.host,
+            tls=self.tls is not None,
+            authenticated=self.api_keys is not None or (self.tls is not None and self.tls.mutual),
+            insecure=self.insecure,
+        )
+        if exposure:
+            problems.append(exposure)
+        return problems
 
 
 class EnvFlags:
@@ -44,6 +99,12 @@ class EnvFlags:
         self.group.add_argument(
             flag, default=default if value is None else value, help=f"{help} [{env}]", **kwargs
         )
+
+    def switch(self, flag: str, help: str) -> None:
+        """An on/off flag, on by default when its variable is 1, true, yes or on."""
+        env = self.env_prefix + flag.lstrip("-").replace("-", "_").upper()
+        default = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
+        self.group.add_argument(flag, action="store_true", default=default, help=f"{help} [{env}]")
 
 
 def server_parser(
@@ -67,7 +128,44 @@ def server_parser(
         "largest gRPC message sent or received, MiB (default 64)",
         type=float,
     )
-    server.add("--workers", 16, "gRPC handler threads (default 16)", type=int)
+    server.add(
+        "--workers", DEFAULT_WORKERS, f"gRPC handler threads (default {DEFAULT_WORKERS})", type=int
+    )
+    server.add(
+        "--max-streams",
+        DEFAULT_MAX_STREAMS,
+        f"streaming calls open at once, fewer than --workers (default {DEFAULT_MAX_STREAMS}); "
+        "more get RESOURCE_EXHAUSTED",
+        type=int,
+    )
+    server.add(
+        "--stream-idle-timeout",
+        DEFAULT_STREAM_IDLE_TIMEOUT,
+        "end a stream whose client sends nothing for this many seconds (default "
+        f"{DEFAULT_STREAM_IDLE_TIMEOUT:g}; 0 = never)",
+        type=float,
+    )
+    server.add(
+        "--max-concurrent-rpcs",
+        0,
+        "calls running or waiting for a thread at once; more fail fast with "
+        "RESOURCE_EXHAUSTED (default 0 = 4 x --workers)",
+        type=int,
+    )
+    server.add(
+        "--port-file",
+        None,
+        'after binding, write {"host", "port", "pid", "metrics_port"} as JSON here '
+        "(atomically): how programs learn a port chosen with --port 0",
+        type=Path,
+    )
+    server.add(
+        "--metrics-port",
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (same host and TLS as the "
+        "server; 0 = any free port; default off)",
+        type=int,
+    )
     server.add(
         "--grace",
         10.0,
@@ -75,7 +173,44 @@ def server_parser(
         type=float,
     )
     server.add("--log-level", "INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    security = EnvFlags(parser.add_argument_group("security"), env_prefix)
+    security.add("--tls-cert", None, "TLS certificate chain (PEM); with --tls-key", type=Path)
+    security.add("--tls-key", None, "TLS private key (PEM) of --tls-cert", type=Path)
+    security.add(
+        "--tls-client-ca",
+        None,
+        "mutual TLS: only clients with a certificate signed by this CA (PEM) may connect",
+        type=Path,
+    )
+    security.add(
+        "--api-keys",
+        None,
+        "file of `ROLE KEY` lines (roles read, write, admin; `sha256:HEX` for a hashed key; "
+        "# comments); callers then send `authorization: Bearer KEY`",
+        type=Path,
+    )
+    security.switch(
+        "--insecure",
+        "allow binding a non-loopback address without TLS and caller authentication",
+    )
+    security.switch("--no-reflection", "do not serve gRPC server reflection")
     return parser, EnvFlags(parser.add_argument_group(prog.removeprefix("imagesim-")), env_prefix)
+
+
+def refuse(message: str) -> NoReturn:
+    """Settings a server must not start with: one line on stderr, exit code 2."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            refuse("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        refuse("TLS needs both --tls-cert and --tls-key")
+    return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
@@ -85,6 +220,15 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         max_message_bytes=int(args.max_message_mb * MiB),
         workers=args.workers,
         grace_seconds=args.grace,
+        max_streams=args.max_streams,
+        stream_idle_timeout=args.stream_idle_timeout,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        tls=tls_files(args),
+        api_keys=args.api_keys,
+        insecure=args.insecure,
+        reflection=not args.no_reflection,
+        port_file=args.port_file,
+        metrics_port=args.metrics_port,
     )
 
 

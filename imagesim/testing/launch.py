@@ -1,13 +1,13 @@
 """Start imagesim server processes and wait until they serve (tests, demo, benchmark).
 
-A server is started on port 0, binds a free port itself (no find-then-bind race), logs
-`listening on HOST:PORT`; we read that from its log file and then wait for gRPC health SERVING.
+A server is started on port 0, binds a free port itself (no find-then-bind race) and announces
+it in its --port-file (JSON, written atomically); we read that, then wait for gRPC health
+SERVING (over TLS when the server uses it).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import grpc
 
-LISTENING = re.compile(r"listening on (\S+):(\d+)")
+from imagesim.channel import ChannelSecurity, open_channel
+from imagesim.serving.portfile import read_port_file
 
 
 class ServerProcess:
@@ -29,12 +30,17 @@ class ServerProcess:
         log_path: Path,
         env: dict | None = None,
         port: int = 0,
+        security: ChannelSecurity | None = None,
     ):
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.port_file = self.log_path.with_suffix(".port.json")
+        self.port_file.unlink(missing_ok=True)  # an earlier run's announcement
+        self.security = security or ChannelSecurity()  # for the health check (TLS, CA)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_start = self._log.tell()  # earlier runs may have written to the same file
-        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
+        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--port-file", str(self.port_file), *args]
         self.process = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -42,6 +48,7 @@ class ServerProcess:
             env={**os.environ, **(env or {})},
         )
         self.address = ""
+        self.metrics_port: int | None = None
 
     def log_text(self) -> str:
         """What this process has logged so far."""
@@ -56,13 +63,14 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while not self.address:
             self._check_alive()
-            match = LISTENING.search(self.log_text())
-            if match:
-                self.address = f"{match.group(1)}:{match.group(2)}"
+            announced = read_port_file(self.port_file)
+            if announced is not None:
+                self.address = f"{announced['host']}:{announced['port']}"
+                self.metrics_port = announced.get("metrics_port")
                 break
             self._check_time(deadline)
             time.sleep(0.05)
-        with grpc.insecure_channel(self.address) as channel:
+        with open_channel(self.address, security=self.security) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 self._check_alive()
@@ -103,19 +111,29 @@ class ServerProcess:
         self.stop(signal.SIGKILL)
 
 
-def start_embedder(log_path: Path, *args: str, timeout: float = 300.0) -> ServerProcess:
-    server = ServerProcess("imagesim.embedder_server.main", list(args), log_path)
+def start_embedder(
+    log_path: Path, *args: str, timeout: float = 300.0, security: ChannelSecurity | None = None
+) -> ServerProcess:
+    server = ServerProcess("imagesim.embedder_server.main", list(args), log_path, security=security)
     server.wait_ready(timeout)
     return server
 
 
-def start_index(log_path: Path, data: Path, dims: int, *args: str, port: int = 0) -> ServerProcess:
+def start_index(
+    log_path: Path,
+    data: Path,
+    dims: int,
+    *args: str,
+    port: int = 0,
+    security: ChannelSecurity | None = None,
+) -> ServerProcess:
     """An Index shard on `data` (port 0: any free port; give one to restart in place)."""
     server = ServerProcess(
         "imagesim.index_server.main",
         ["--data", str(data), "--dims", str(dims), *args],
         log_path,
         port=port,
+        security=security,
     )
     server.wait_ready(60.0)
     return server

@@ -1,0 +1,38 @@
+"""The port announcement: after binding, a server writes where it listens as a JSON file,
+atomically (a reader sees the whole file or none), so programs never scrape log text."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_port_file(path: Path, host: str, port: int, metrics_port: int | None = None) -> None:
+    """{"host": ..., "port": ..., "pid": ..., "metrics_port": ...} via a temporary file in the
+    same directory, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"host": host, "port": port, "pid": os.getpid()}
+    if metrics_port is not None:
+        record["metrics_port"] = metrics_port
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_port_file(path: Path) -> dict[str, Any] | None:
+    """The announcement, or None while there is none yet."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,167 @@
+"""Streams cannot starve a server: a cap on concurrent streams and an idle timeout.
+
+Every streaming call (request, response or both directions) holds a handler thread for as long
+as it is open. Without a cap, 16 clients that open a stream and send nothing take all 16
+threads and even the health check times out. So:
+
+- at most `max_streams` streaming calls run at once (default 4 of 16 handler threads: unary
+  calls, Stats and health always have threads). One more is refused at once with
+  RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS, metadata {"limit": N}.
+- a request stream that sends no message for `idle_timeout` seconds while the server waits
+  for one is ended with CANCELLED, reason STREAM_IDLE, metadata {"idle_timeout_seconds": T}.
+  CANCELLED, not DEADLINE_EXCEEDED: the caller set no deadline and the server did not run out
+  of time; the server cancelled a call its client left silent (and clients report
+  DEADLINE_EXCEEDED as "the server did not answer in time", which would blame the wrong side).
+
+gRPC Python's request iterator blocks without a timeout and a watchdog's `context.cancel()`
+would end the call without a status the client can read, so each guarded request stream gets a
+reader thread that hands messages over a one-slot queue (flow control is kept: the reader
+reads one message ahead). The handler's wait on that queue is what times out; it then ends the
+call from its own thread with the rich status.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from imagesim.errors import Reason
+from imagesim.serving.errors import abort, rich_status
+from imagesim.serving.handlers import Behavior, wrap_handler
+from imagesim.serving.settings import StreamLimits
+
+_END = object()
+
+
+class IdleTimeoutRequests(Iterator[Any]):
+    """A request iterator whose `next()` ends the call after `idle_timeout` s without a
+    message (from the thread that called it, so the status reaches the client)."""
+
+    def __init__(self, requests: Iterator[Any], context: grpc.ServicerContext, timeout: float):
+        self._requests = requests
+        self._context = context
+        self._timeout = timeout
+        self._queue: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._done = False
+        threading.Thread(target=self._pump, name="stream-reader", daemon=True).start()
+
+    def _pump(self) -> None:
+        try:
+            for request in self._requests:
+                if not self._put((request, None)):
+                    return
+        except BaseException as exc:  # the client cancelled or the call ended
+            self._put((None, exc))
+            return
+        self._put((_END, None))
+
+    def _put(self, item: tuple[Any, BaseException | None]) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        """The handler is done: let the reader thread go (it also ends with the call)."""
+        self._closed.set()
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            request, error = self._queue.get(timeout=self._timeout)
+        except queue.Empty:
+            self._done = True
+            abort(
+                self._context,
+                rich_status(
+                    grpc.StatusCode.CANCELLED,
+                    f"stream closed: no message from the client for {self._timeout:g} s",
+                    Reason.STREAM_IDLE,
+                    {"idle_timeout_seconds": f"{self._timeout:g}"},
+                ),
+            )
+        if error is not None:
+            self._done = True
+            raise error
+        if request is _END:
+            self._done = True
+            raise StopIteration
+        return request
+
+
+class StreamGuard(grpc.ServerInterceptor):
+    """Applies StreamLimits to every streaming method of a server (services need no code)."""
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_streams)
+        self._active = 0
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> int:
+        """Streaming calls running now."""
+        return self._active
+
+    def _acquire(self, context: grpc.ServicerContext) -> None:
+        if not self._slots.acquire(blocking=False):
+            limit = self.limits.max_streams
+            abort(
+                context,
+                rich_status(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many streams: this server runs at most {limit} at once; retry later",
+                    Reason.TOO_MANY_STREAMS,
+                    {"limit": str(limit)},
+                ),
+            )
+        with self._lock:
+            self._active += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
+
+    def _requests(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        if self.limits.idle_timeout > 0:
+            return IdleTimeoutRequests(requests, context, self.limits.idle_timeout)
+        return requests
+
+    def _wrap(self, behavior: Behavior, requests: bool, responses: bool) -> Behavior:
+        def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
+            self._acquire(context)
+            guarded = self._requests(request, context)
+            try:
+                return behavior(guarded, context)
+            finally:
+                if isinstance(guarded, IdleTimeoutRequests):
+                    guarded.close()
+                self._release()
+
+        def streaming_response(request: Any, context: grpc.ServicerContext) -> Any:
+            self._acquire(context)
+            guarded = self._requests(request, context) if requests else request
+            try:
+                yield from behavior(guarded, context)
+            finally:
+                if isinstance(guarded, IdleTimeoutRequests):
+                    guarded.close()
+                self._release()
+
+        return streaming_response if responses else unary_response
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not (handler.request_streaming or handler.response_streaming):
+            return handler
+        return wrap_handler(handler, self._wrap)
