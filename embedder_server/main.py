@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     # Heavy imports after argument parsing, so --help is instant.
     from imagesim.embedder_server.batcher import AdaptiveBatcher
     from imagesim.embedder_server.embedder import Embedder
+    from imagesim.embedder_server.metrics import EmbedderMetrics, ObservedEmbedder, timed_model
     from imagesim.embedder_server.model import InceptionFeatures
     from imagesim.embedder_server.preprocess import ImageLimits
     from imagesim.embedder_server.servicer import EmbedderServicer
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     servicer = EmbedderServicer(
         stream_limits=common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes)
     )
+    metrics = EmbedderMetrics()
 
     def load() -> list[Callable[[], None]]:
         features = InceptionFeatures(args.weights, args.precision)  # WeightsUnavailable: exit 2
@@ -79,10 +81,13 @@ def main(argv: list[str] | None = None) -> None:
             reducer = Reducer.load(args.reducer)
             reducer.check_compatible(features.info.dimension, features.info.fingerprint)
             log.info("reduced space: %s", reducer.description)
-        batcher = AdaptiveBatcher(features, args.max_batch_size, args.max_batch_time_ms / 1000)
+        metrics.set_model(features.info)
+        model = timed_model(features, metrics)
+        batcher = AdaptiveBatcher(model, args.max_batch_size, args.max_batch_time_ms / 1000)
         features.warm_up(tuple(sorted({1, args.max_batch_size})))
         limits = ImageLimits(max_bytes=int(args.max_image_mb * MiB))
-        servicer.attach(Embedder(features, batcher, limits, reducer))
+        core = Embedder(features, batcher, limits, reducer)
+        servicer.attach(ObservedEmbedder(core, metrics))  # type: ignore[arg-type]
         return [batcher.close, servicer.close]  # run in reverse: streams drain, then the model
 
     run_server(
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name,
         lambda server: embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server),
         load,
+        collectors=[metrics],
     )
 
 

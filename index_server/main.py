@@ -107,12 +107,15 @@ def main(argv: list[str] | None = None) -> None:
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
     from imagesim.enums import Metric
+    from imagesim.index_server.metrics import ObservedShard, ShardMetrics
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
     from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
 
     settings = server_settings(args)
     servicer = IndexServicer(common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes))
+    loaded: list[Shard] = []
+    metrics = ShardMetrics(lambda: loaded[0].stats() if loaded else None)
 
     def load() -> list[Callable[[], None]]:
         shard = Shard(
@@ -137,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
                 ),
             )
         )  # a data directory in use, or a layout that contradicts it: exit 2
-        servicer.attach(shard)
+        loaded.append(shard)
+        servicer.attach(ObservedShard(shard, metrics))  # type: ignore[arg-type]
         return [shard.close]
 
     run_server(
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         index_pb2.DESCRIPTOR.services_by_name["Index"].full_name,
         lambda server: index_pb2_grpc.add_IndexServicer_to_server(servicer, server),
         load,
+        collectors=[metrics],
     )
 
 

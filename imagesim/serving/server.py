@@ -12,17 +12,25 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client.registry import Collector
 
 from imagesim.channel import message_limits
 from imagesim.errors import ImagesimError
 from imagesim.security import KeyFile, KeyFileError
 from imagesim.serving.auth import ApiKeyInterceptor
+from imagesim.serving.metrics import (
+    GrpcMetrics,
+    MetricsHttpServer,
+    StreamGauges,
+    new_registry,
+    start_metrics_server,
+)
 from imagesim.serving.portfile import write_port_file
 from imagesim.serving.settings import ServerSettings, refuse
 from imagesim.serving.streams import StreamGuard
@@ -37,10 +45,16 @@ class GrpcServer:
     """Owns one grpc.Server with health checking and reflection for the given services.
 
     `services` maps full service names (e.g. "imagesim.v1.Embedder") to a function that adds
-    the servicer to a grpc.Server.
+    the servicer to a grpc.Server. `collectors` are the service's own Prometheus metrics,
+    exported with the gRPC ones when settings.metrics_port is set.
     """
 
-    def __init__(self, settings: ServerSettings, services: dict[str, Registrar]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        services: dict[str, Registrar],
+        collectors: Sequence[Collector] = (),
+    ) -> None:
         self.settings = settings
         self.service_names = list(services)
         self._stopped = threading.Event()
@@ -49,12 +63,26 @@ class GrpcServer:
         if problems:
             refuse(problems[0])
         self.streams = StreamGuard(settings.stream_limits)
-        interceptors: list[grpc.ServerInterceptor] = []
+        self.keys: KeyFile | None = None
         if settings.api_keys is not None:
             try:
-                interceptors.append(ApiKeyInterceptor(KeyFile(settings.api_keys)))
+                self.keys = KeyFile(settings.api_keys)
             except KeyFileError as exc:
                 refuse(str(exc))
+        interceptors: list[grpc.ServerInterceptor] = []
+        self.registry = None
+        self._metrics_server: MetricsHttpServer | None = None
+        if settings.metrics_port is not None:
+            self.registry = new_registry()
+            interceptors.append(GrpcMetrics(self.registry))  # outermost: counts refusals too
+            limits = settings.stream_limits
+            self.registry.register(
+                StreamGauges(lambda: self.streams.active, limits.max_streams, limits.idle_timeout)
+            )
+            for collector in collectors:
+                self.registry.register(collector)
+        if self.keys is not None:
+            interceptors.append(ApiKeyInterceptor(self.keys))
         # After authentication: a refused caller never takes a stream slot.
         interceptors.append(self.streams)
         self._server = grpc.server(
@@ -106,8 +134,24 @@ class GrpcServer:
             "plaintext" if settings.tls is None else "mutual TLS" if settings.tls.mutual else "TLS",
             ", API keys" if settings.api_keys else "",
         )
+        metrics_port = None
+        if self.registry is not None:
+            try:
+                port = settings.metrics_port or 0
+                self._metrics_server = start_metrics_server(
+                    settings.host, port, self.registry, settings.tls, self.keys
+                )
+            except OSError as exc:
+                refuse(f"cannot serve metrics on {host}:{settings.metrics_port}: {exc}")
+            metrics_port = self._metrics_server.server_port
+            log.info(
+                "metrics at %s://%s:%d/metrics",
+                "http" if settings.tls is None else "https",
+                host,
+                metrics_port,
+            )
         if settings.port_file is not None:
-            write_port_file(settings.port_file, settings.host, self.port)
+            write_port_file(settings.port_file, settings.host, self.port, metrics_port)
         return self.port
 
     def set_serving(self) -> None:
@@ -138,6 +182,9 @@ class GrpcServer:
         self._health.enter_graceful_shutdown()
         log.info("draining in-flight calls (grace %.1f s)", grace)
         self._server.stop(grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         for cleanup in reversed(self._cleanups):
             try:
                 cleanup()
@@ -151,13 +198,14 @@ def run_server(
     service_name: str,
     register: Registrar,
     load: Callable[[], list[Callable[[], None]]],
+    collectors: Sequence[Collector] = (),
 ) -> None:
     """A server process's whole life: bind (NOT_SERVING), `load` the model or shard, SERVING,
     then on SIGTERM/SIGINT drain in-flight calls and run the clean-ups `load` returned.
 
     An ImagesimError from `load` (weights unavailable, wrong layout, ...) is logged and the
     process exits with code 2: the message says what to fix."""
-    server = GrpcServer(settings, {service_name: register})
+    server = GrpcServer(settings, {service_name: register}, collectors)
     server.install_signal_handlers()
     server.start()
     try:
