@@ -4,6 +4,7 @@ in one batched call each, routes a Get with the collection's rule, reads error r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from imagesim.client.index_client import ItemToAdd
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
 
 
-def node(*args: str) -> subprocess.CompletedProcess:
+def node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     if shutil.which("node") is None:
         pytest.fail("Node.js is needed for this test (the README lists it)")
     assert (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir(), "run `make test`"
@@ -26,6 +27,7 @@ def node(*args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -77,3 +79,26 @@ def test_node_example_reports_the_error_reason(embedder_server, start_shard):
     result = node("--embedder", embedder_server.address, "--shards", shard.address, __file__)
     assert result.returncode == 1
     assert result.stderr.startswith("error: INVALID_ARGUMENT (IMAGE_UNDECODABLE): cannot decode")
+
+
+def test_node_example_with_tls_and_an_api_key(secure_embedder, start_shard, pki, photos):
+    shard = start_shard(2048, *pki.server_args(), security=pki.security())
+    image = photos / "real" / "rocket.jpg"
+    with (
+        EmbedderClient(secure_embedder.address, 60, pki.security("read")) as embedder,
+        Collection([shard.address], security=pki.security("write")) as collection,
+    ):
+        collection.add([ItemToAdd("rocket.jpg", embedder.embed(image.read_bytes()))])
+    args = ["--embedder", secure_embedder.address, "--shards", shard.address, "--k", "1"]
+    # Node warns when TLS is asked to check an IP address: check the certificate's name.
+    tls = {"IMAGESIM_TLS_CA": str(pki.ca), "IMAGESIM_TLS_SERVER_NAME": "localhost"}
+    result = node(*args, str(image), env={**tls, "IMAGESIM_API_KEY": pki.keys["read"]})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["neighbors"][0]["key"] == "rocket.jpg"
+    no_key = node(*args, str(image), env=tls)
+    assert no_key.returncode == 1
+    assert no_key.stderr.startswith(
+        "error: UNAUTHENTICATED (UNAUTHENTICATED_CALLER): an API key is needed"
+    )
+    plaintext = node(*args, str(image), env={"IMAGESIM_API_KEY": pki.keys["read"]})
+    assert plaintext.returncode == 1 and plaintext.stderr.startswith("error: UNAVAILABLE")

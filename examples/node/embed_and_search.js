@@ -9,6 +9,12 @@
 //                            [--k 5] [--get KEY] IMAGE [IMAGE...]
 // Prints JSON: {"dimension": 2048, "results": [{"image": ..., "neighbors": [{"key", "distance",
 // "shard"}]}], "item": {"key", "shard_id", "dimension", "metadata"}}
+//
+// Servers with TLS and API keys: the same variables as the imagesim CLI.
+//   IMAGESIM_TLS_CA=ca.crt          CA that signed the servers' certificates (turns TLS on)
+//   IMAGESIM_TLS_CERT / _TLS_KEY    client certificate and key, for mutual TLS
+//   IMAGESIM_TLS_SERVER_NAME        name to check in the certificates instead of the host
+//   IMAGESIM_API_KEY=...            sent as `authorization: Bearer KEY` on every call
 
 "use strict";
 
@@ -77,9 +83,37 @@ function home(key, shardIds) {
   return best.id;
 }
 
+function env(name) {
+  const value = (process.env[name] || "").trim();
+  return value === "" ? undefined : value;
+}
+
+// TLS when a CA or a client certificate is given; plaintext otherwise (loopback, tests).
+function channelCredentials() {
+  const ca = env("IMAGESIM_TLS_CA");
+  const cert = env("IMAGESIM_TLS_CERT");
+  const key = env("IMAGESIM_TLS_KEY");
+  if (!ca && !cert) {
+    return grpc.credentials.createInsecure();
+  }
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(ca), read(key), read(cert));
+}
+
+// The API key travels as call metadata (grpc-js allows call credentials only over TLS).
+function callMetadata() {
+  const metadata = new grpc.Metadata();
+  const apiKey = env("IMAGESIM_API_KEY");
+  if (apiKey) {
+    metadata.add("authorization", `Bearer ${apiKey}`);
+  }
+  return metadata;
+}
+
 function unary(client, method, request) {
   return new Promise((resolve, reject) => {
-    client[method](request, { deadline: new Date(Date.now() + DEADLINE_MS) }, (err, reply) =>
+    const options = { deadline: new Date(Date.now() + DEADLINE_MS) };
+    client[method](request, callMetadata(), options, (err, reply) =>
       err ? reject(err) : resolve(reply)
     );
   });
@@ -112,7 +146,10 @@ async function main() {
     "grpc.max_send_message_length": MAX_MESSAGE,
     "grpc.max_receive_message_length": MAX_MESSAGE,
   };
-  const credentials = grpc.credentials.createInsecure();
+  if (env("IMAGESIM_TLS_SERVER_NAME")) {
+    options["grpc.ssl_target_name_override"] = env("IMAGESIM_TLS_SERVER_NAME");
+  }
+  const credentials = channelCredentials();
   const embedder = new v1.Embedder(args.embedder, credentials, options);
   const shards = args.shards.map((address) => ({
     address,
