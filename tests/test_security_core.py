@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -91,3 +93,11 @@ def test_non_loopback_binding_needs_tls_and_authentication_or_insecure():
     refusal = check_exposure("0.0.0.0", tls=True, authenticated=False, insecure=False)
     assert refusal is not None and "--insecure" in refusal and "--api-keys" in refusal
     assert "--tls-cert" not in refusal
+
+
+def test_the_security_core_imports_no_grpc():
+    """The web server reuses it without gRPC."""
+    code = (
+        "import sys, imagesim.security; assert not any(m.startswith('grpc') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

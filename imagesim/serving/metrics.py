@@ -186,13 +186,34 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsHttpServer(ThreadingMixIn, WSGIServer):
-    """/metrics over HTTP or HTTPS, one thread per connection. The TLS handshake runs in the
-    connection's thread with a timeout, so a client that connects and sends nothing cannot
-    block the accept loop."""
+    """/metrics over HTTP or HTTPS, one thread per connection, at most `max_connections` at
+    once (more are closed at once). The TLS handshake runs in the connection's thread with a
+    timeout, so a client that connects and sends nothing cannot block the accept loop."""
 
     daemon_threads = True
     handshake_timeout = 10.0
+    max_connections = 16
     tls: ssl.SSLContext | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(self.handshake_timeout)
