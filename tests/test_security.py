@@ -25,6 +25,7 @@ from imagesim.errors import (
 )
 from imagesim.v1 import index_pb2
 from tests.conftest import imagesim
+from tests.pki import CertificateAuthority
 
 DIMS = 8
 ITEM = ItemToAdd("a", np.ones(DIMS, dtype=np.float32))
@@ -215,3 +216,31 @@ def test_a_non_loopback_bind_without_tls_and_keys_refuses_to_start(tmp_path, pki
     [line] = result.stderr.strip().splitlines()
     assert missing in line and "--insecure" in line
     assert not (tmp_path / "d").exists()  # refused before touching anything
+
+
+def test_renewed_certificate_files_apply_without_a_restart(start_shard, tmp_path, pki):
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "server.crt").write_bytes(pki.server.cert.read_bytes())
+    (live / "server.key").write_bytes(pki.server.key.read_bytes())
+    shard = start_shard(
+        DIMS,
+        "--tls-cert",
+        str(live / "server.crt"),
+        "--tls-key",
+        str(live / "server.key"),
+        security=pki.security(),
+    )
+    with IndexClient(shard.address, timeout=30, security=pki.security()) as client:
+        assert client.stats().count == 0
+    renewed = CertificateAuthority(tmp_path / "new-ca", "the new CA").issue("server", "localhost")
+    for name, source in (("server.key", renewed.key), ("server.crt", renewed.cert)):
+        (live / f".{name}").write_bytes(source.read_bytes())
+        (live / f".{name}").replace(live / name)
+    new_ca = tmp_path / "new-ca" / "ca.crt"
+    with IndexClient(shard.address, timeout=30, security=ChannelSecurity(tls_ca=new_ca)) as client:
+        assert client.stats().count == 0  # a new connection gets the renewed certificate
+    old = IndexClient(shard.address, timeout=30, security=pki.security())
+    with old, pytest.raises(Unavailable):
+        old.stats()
+    assert shard.process.poll() is None
