@@ -13,6 +13,10 @@ threads and even the health check times out. So:
   of time; the server cancelled a call its client left silent (and clients report
   DEADLINE_EXCEEDED as "the server did not answer in time", which would blame the wrong side).
 
+- a response stream whose client stops reading (a response handed to gRPC is still not sent
+  after `idle_timeout` seconds: flow control has stopped it) is cancelled by a watchdog
+  thread. The client gets a plain CANCELLED: it is not reading anyway.
+
 gRPC Python's request iterator blocks without a timeout and a watchdog's `context.cancel()`
 would end the call without a status the client can read, so each guarded request stream gets a
 reader thread that hands messages over a one-slot queue (flow control is kept: the reader
@@ -22,8 +26,10 @@ call from its own thread with the rich status.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +39,8 @@ from imagesim.errors import Reason
 from imagesim.serving.errors import abort, rich_status
 from imagesim.serving.handlers import Behavior, wrap_handler
 from imagesim.serving.settings import StreamLimits
+
+log = logging.getLogger(__name__)
 
 _END = object()
 
@@ -98,6 +106,40 @@ class IdleTimeoutRequests(Iterator[Any]):
         return request
 
 
+class SendWatchdog:
+    """Cancels response streams whose last response has waited `timeout` s to be sent."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._handed: dict[object, tuple[float, grpc.ServicerContext]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def handed(self, call: object, context: grpc.ServicerContext) -> None:
+        """A response of `call` went to gRPC for sending."""
+        with self._lock:
+            self._handed[call] = (time.monotonic(), context)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="send-watchdog", daemon=True)
+                self._thread.start()
+
+    def sent(self, call: object) -> None:
+        """gRPC came back for the next response (or the call ended)."""
+        with self._lock:
+            self._handed.pop(call, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            with self._lock:
+                stalled = [c for c, (t, _) in self._handed.items() if now - t > self.timeout]
+                contexts = [self._handed.pop(c)[1] for c in stalled]
+            for context in contexts:
+                log.info("cancelling a stream whose client stopped reading for %g s", self.timeout)
+                context.cancel()
+
+
 class StreamGuard(grpc.ServerInterceptor):
     """Applies StreamLimits to every streaming method of a server (services need no code)."""
 
@@ -106,6 +148,7 @@ class StreamGuard(grpc.ServerInterceptor):
         self._slots = threading.BoundedSemaphore(limits.max_streams)
         self._active = 0
         self._lock = threading.Lock()
+        self._watchdog = SendWatchdog(limits.idle_timeout) if limits.idle_timeout > 0 else None
 
     @property
     def active(self) -> int:
@@ -151,9 +194,17 @@ class StreamGuard(grpc.ServerInterceptor):
         def streaming_response(request: Any, context: grpc.ServicerContext) -> Any:
             self._acquire(context)
             guarded = self._requests(request, context) if requests else request
+            watchdog, call = self._watchdog, object()
             try:
-                yield from behavior(guarded, context)
+                for response in behavior(guarded, context):
+                    if watchdog is not None:
+                        watchdog.handed(call, context)
+                    yield response
+                    if watchdog is not None:
+                        watchdog.sent(call)
             finally:
+                if watchdog is not None:
+                    watchdog.sent(call)
                 if isinstance(guarded, IdleTimeoutRequests):
                     guarded.close()
                 self._release()
