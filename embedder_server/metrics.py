@@ -9,7 +9,7 @@ model info. Decode and queue-wait seconds need calls inside the core (`decoded`,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ class EmbedderMetrics(Collector):
             "imagesim_embedder_model", "The model this embedder runs.", registry=registry
         )
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         return self._registry.collect()
 
     def describe(self) -> list[Metric]:

@@ -55,7 +55,14 @@ def scrape(port: int, key: str | None = None, ca: Path | None = None) -> Scrape:
 @pytest.fixture
 def metered_shard(start_shard) -> Iterator:
     shard = start_shard(DIMS, "--metrics-port", "0", "--auto-build", "50", "--trees", "5")
-    assert shard.metrics_port  # announced in the port file
+    announced = json.loads(shard.port_file.read_text())  # what launch.py read
+    assert announced == {
+        "host": "127.0.0.1",
+        "port": int(shard.address.rsplit(":", 1)[1]),
+        "pid": shard.process.pid,
+        "metrics_port": shard.metrics_port,
+    }
+    assert shard.metrics_port > 0
     yield shard
 
 

@@ -32,3 +32,18 @@ def test_embedder_defaults():
         50051,
     )
     assert args.max_message_mb == 64.0 and args.reducer is None
+
+
+def test_security_and_stream_flags(monkeypatch):
+    args = index_args(["--data", "/srv/shard"])
+    assert (args.max_streams, args.stream_idle_timeout, args.max_concurrent_rpcs) == (4, 60.0, 0)
+    assert (args.insecure, args.no_reflection, args.metrics_port, args.api_keys) == (
+        False,
+        False,
+        None,
+        None,
+    )
+    monkeypatch.setenv("IMAGESIM_INDEX_INSECURE", "1")
+    monkeypatch.setenv("IMAGESIM_INDEX_METRICS_PORT", "9161")
+    args = index_args(["--data", "/srv/shard"])
+    assert args.insecure is True and args.metrics_port == 9161
