@@ -66,12 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.embedder_server.preprocess import ImageLimits
     from imagesim.embedder_server.servicer import EmbedderServicer
     from imagesim.reduction.reducer import Reducer
-    from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+    from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
     settings = server_settings(args)
-    servicer = EmbedderServicer(
-        stream_limits=common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes)
-    )
+    servicer = EmbedderServicer(stream_limits=settings.stream_limits.to_proto())
     metrics = EmbedderMetrics()
 
     def load() -> list[Callable[[], None]]:

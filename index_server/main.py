@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.index_server.metrics import ObservedShard, ShardMetrics
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
-    from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
+    from imagesim.v1 import index_pb2, index_pb2_grpc
 
     settings = server_settings(args)
-    servicer = IndexServicer(common_pb2.StreamLimits(max_message_bytes=settings.max_message_bytes))
+    servicer = IndexServicer(settings.stream_limits.to_proto())
     loaded: list[Shard] = []
     metrics = ShardMetrics(lambda: loaded[0].stats() if loaded else None)
 

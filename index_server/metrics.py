@@ -4,8 +4,9 @@ The shard's counts (items, staged, hidden, generation, index bytes, building) ar
 `Shard.stats()` at scrape time, so they are never stale and cost nothing between scrapes.
 Build and search durations and build failures come from ObservedShard, a wrapper around the
 shard the servicer calls; a build the shard ran on its own (auto-build) is seen at the next
-scrape as a new generation and its duration observed then. Failures of those background builds
-need one call inside the shard (`build_failed`; see the note in README / the hand-over).
+scrape as a new generation and its duration observed then. Whether the latest build failed
+(requested or automatic) is read from the shard's `last_build_error`; counting every failure of
+a background build needs one call inside the shard (`build_failed`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class ShardMetrics(Collector):
 
     def build_finished(self, generation: int, seconds: float) -> None:
         with self._lock:
-            self._seen_generation = generation
-            self.build_seconds.observe(seconds)
+            if generation != self._seen_generation:  # an empty shard builds nothing
+                self._seen_generation = generation
+                self.build_seconds.observe(seconds)
 
     def build_failed(self) -> None:
         self.build_failures.inc()
@@ -71,7 +73,7 @@ class ShardMetrics(Collector):
                 self._seen_generation = stats.generation
             elif stats.generation != self._seen_generation:
                 self._seen_generation = stats.generation
-                if stats.last_build_seconds > 0:
+                if stats.last_build_seconds:
                     self.build_seconds.observe(stats.last_build_seconds)
 
     def describe(self) -> list[Metric]:
@@ -87,7 +89,7 @@ class ShardMetrics(Collector):
                 ("imagesim_index_items_staged", "Items searched exactly until the next build.",
                  stats.staged),
                 ("imagesim_index_items_hidden", "Built items removed or replaced since.",
-                 stats.removed),
+                 stats.hidden),
                 ("imagesim_index_generation", "Live generation number (0 = none).",
                  stats.generation),
                 ("imagesim_index_bytes", "Size of the live generation's index file.",
@@ -95,7 +97,11 @@ class ShardMetrics(Collector):
                 ("imagesim_index_trees", "Trees in the live generation.", stats.trees),
                 ("imagesim_index_building", "1 while a build runs.", int(stats.building)),
                 ("imagesim_index_last_build_timestamp_seconds",
-                 "When the live generation was built (Unix time).", stats.last_build_time),
+                 "When the live generation was built (Unix time; 0 = never).",
+                 stats.last_build_time or 0),
+                ("imagesim_index_last_build_failed",
+                 "1 while the latest build (requested or automatic) has failed.",
+                 int(bool(stats.last_build_error))),
             ):  # fmt: skip
                 yield GaugeMetricFamily(name, help, value=value)
         yield from self._registry.collect()
@@ -124,7 +130,7 @@ class ObservedShard:
             self._metrics.build_failed()
             raise
         stats = self._shard.stats()
-        self._metrics.build_finished(stats.generation, stats.last_build_seconds)
+        self._metrics.build_finished(stats.generation, stats.last_build_seconds or 0.0)
         return generation
 
     def __getattr__(self, name: str) -> Any:

@@ -20,6 +20,7 @@ from imagesim.channel import ChannelSecurity
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import InvalidArgument
+from imagesim.params import SearchParams
 
 DIMS = 8
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "imagesim.json"
@@ -71,10 +72,10 @@ def exercise_shard(address: str) -> None:
     with IndexClient(address, security=ChannelSecurity()) as client:
         client.add([ItemToAdd(f"k{i}", rng.normal(size=DIMS)) for i in range(30)])
         client.build()
-        client.search(np.ones(DIMS), 3)
+        client.search(np.ones(DIMS), SearchParams(k=3))
         client.remove(["k0"])
         with pytest.raises(InvalidArgument):
-            client.search(np.ones(DIMS + 1), 3)
+            client.search(np.ones(DIMS + 1), SearchParams(k=3))
 
 
 def test_index_metrics_over_http(metered_shard):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from imagesim.channel import ChannelSecurity, open_channel
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient, ItemToAdd, Layout
 from imagesim.client.rpc import rpc_error
 from imagesim.errors import (
     PermissionDenied,
@@ -23,8 +22,8 @@ from imagesim.errors import (
     Unauthenticated,
     Unavailable,
 )
+from imagesim.testing.cli import run_cli
 from imagesim.v1 import index_pb2
-from tests.conftest import imagesim
 from tests.pki import CertificateAuthority
 
 DIMS = 8
@@ -32,19 +31,22 @@ ITEM = ItemToAdd("a", np.ones(DIMS, dtype=np.float32))
 
 # What each role may do on an Index shard: method -> (call, lowest role allowed).
 INDEX_CALLS = {
-    "Search": (lambda c: c.search(np.ones(DIMS), 1), "read"),
+    "Search": (lambda c: c.search(np.ones(DIMS)), "read"),
     "Stats": (lambda c: c.stats(), "read"),
     "Contains": (lambda c: c.contains(["a"]), "read"),
     "Get": (lambda c: c.get("a"), "read"),
+    "Scan": (lambda c: list(c.scan()), "read"),
     "Add": (lambda c: c.add([ITEM]), "write"),
     "AddStream": (
         lambda c: c.stub.AddStream(
-            iter([index_pb2.AddRequest(items=[ITEM.to_proto()])]), timeout=30
+            iter([index_pb2.AddStreamRequest(items=[ITEM.to_proto()])]), timeout=30
         ),
         "write",
     ),
     "Remove": (lambda c: c.remove(["nothing-here"]), "write"),
     "Build": (lambda c: c.build(), "admin"),
+    # the shard's own id as a one-shard layout, recorded once (then the versions differ)
+    "SetLayout": (lambda c: c.set_layout(Layout(1, (c.stats().shard_id,)), 0), "admin"),
 }
 ORDER = ["read", "write", "admin"]
 
@@ -133,7 +135,7 @@ def test_plaintext_client_and_wrong_ca_fail_cleanly(secure_shard, pki):
         with client, pytest.raises(Unavailable, match=expected):
             client.stats()
     # the CLI: one line naming the server, exit code 1
-    result = imagesim("stats", "--shards", secure_shard.address, check=False)
+    result = run_cli("stats", "--shards", secure_shard.address, check=False)
     assert result.returncode == 1
     assert result.stderr.startswith(f"imagesim: error: UNAVAILABLE ({secure_shard.address})")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -141,19 +143,12 @@ def test_plaintext_client_and_wrong_ca_fail_cleanly(secure_shard, pki):
 
 def test_cli_flags_and_environment_carry_tls_and_key(secure_shard, pki):
     flags = ["--tls-ca", str(pki.ca), "--api-key", pki.keys["read"]]
-    result = imagesim("stats", "--json", "--shards", secure_shard.address, *flags)
-    assert int(json.loads(result.stdout)[0]["count"]) == 1
-    denied = imagesim("build", "--shards", secure_shard.address, *flags, check=False)
+    result = run_cli("stats", "--json", "--shards", secure_shard.address, *flags)
+    assert json.loads(result.stdout)["total"]["count"] == 1
+    denied = run_cli("build", "--shards", secure_shard.address, *flags, check=False)
     assert denied.returncode == 1 and "needs the 'admin' role" in denied.stderr
     env = {"IMAGESIM_TLS_CA": str(pki.ca), "IMAGESIM_API_KEY": pki.keys["admin"]}
-    built = subprocess.run(
-        [sys.executable, "-m", "imagesim.client.cli", "build", "--shards", secure_shard.address],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-    )
-    assert built.returncode == 0, built.stderr
+    built = run_cli("build", "--shards", secure_shard.address, env=env)
     assert "generation 1" in built.stdout
 
 

@@ -119,9 +119,14 @@ def test_idle_streams_cannot_starve_unary_calls_and_are_ended(secure_embedder, s
                 assert {e.metadata["limit"] for e in refused} == {str(DEFAULT_MAX_STREAMS)}
 
             # The streams that got a slot are still open, idle; everything else answers.
-            assert index.search(np.ones(DIMS), 1)[0].key == "a"
+            assert index.search(np.ones(DIMS))[0][0].key == "a"
             assert index.stats().count == 1
             assert embedder.info().model == "InceptionV3"
+            # Info and Stats report the limits the server applies
+            for limits in (index.stats().limits.streams, embedder.info().limits.streams):
+                assert limits.max_streams == DEFAULT_MAX_STREAMS
+                assert limits.idle_timeout.seconds == STREAM_IDLE_SECONDS
+                assert limits.max_message_bytes == 64 * 1024 * 1024
             serving = health_pb2.HealthCheckResponse.SERVING
             assert health(shard.address, ChannelSecurity()) == serving
             assert health(secure_embedder.address, pki.security()) == serving
@@ -136,7 +141,7 @@ def test_idle_streams_cannot_starve_unary_calls_and_are_ended(secure_embedder, s
                 assert min(outcome.durations[-DEFAULT_MAX_STREAMS:]) >= STREAM_IDLE_SECONDS - 0.5
 
             # Their slots are free again: real streams work.
-            chunk = index_pb2.AddRequest(items=[ItemToAdd("b", np.ones(DIMS)).to_proto()])
+            chunk = index_pb2.AddStreamRequest(items=[ItemToAdd("b", np.ones(DIMS)).to_proto()])
             reply = index.stub.AddStream(iter([chunk] * 3), timeout=QUICK * 3)
             assert (reply.added, reply.replaced) == (1, 2)
             assert index.stats().count == 2
@@ -159,7 +164,7 @@ def test_a_cancelled_stream_gives_its_slot_back(start_shard):
             assert rpc_error(refused.value, "", "").metadata == {"limit": "2"}
             for call in held:
                 call.cancel()
-            chunk = index_pb2.AddRequest(items=[ItemToAdd("c", np.ones(DIMS)).to_proto()])
+            chunk = index_pb2.AddStreamRequest(items=[ItemToAdd("c", np.ones(DIMS)).to_proto()])
             deadline = time.monotonic() + 60
             while True:  # the server learns of the cancellations asynchronously
                 try:

@@ -27,6 +27,17 @@ class StreamLimits:
     idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # s without a client message; 0 = none
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest message either way
 
+    def to_proto(self) -> Any:
+        """imagesim.v1.StreamLimits, as Info and Stats report it."""
+        from imagesim import protocol
+        from imagesim.v1 import common_pb2
+
+        return common_pb2.StreamLimits(
+            max_streams=self.max_streams,
+            idle_timeout=protocol.duration(self.idle_timeout),
+            max_message_bytes=self.max_message_bytes,
+        )
+
 
 @dataclass(frozen=True)
 class ServerSettings:
