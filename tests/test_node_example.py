@@ -86,7 +86,8 @@ def test_node_example_with_tls_and_an_api_key(secure_embedder, start_shard, pki,
     image = photos / "real" / "rocket.jpg"
     with (
         EmbedderClient(secure_embedder.address, 60, pki.security("read")) as embedder,
-        Collection([shard.address], security=pki.security("write")) as collection,
+        # admin: the first write records the collection layout (SetLayout)
+        Collection([shard.address], security=pki.security("admin")) as collection,
     ):
         collection.add([ItemToAdd("rocket.jpg", embedder.embed(image.read_bytes()))])
     args = ["--embedder", secure_embedder.address, "--shards", shard.address, "--k", "1"]
