@@ -12,7 +12,7 @@ from pathlib import Path
 
 from imagesim.channel import ChannelSecurity
 
-_SERVER_OPTIONS = ("--shards", "--embedder")
+_SERVER_OPTIONS = ("--shards", "--embedder", "--from")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -25,7 +25,8 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
 
 
 def add_security_flags(parser: argparse.ArgumentParser) -> None:
-    """Adds the flags to each (sub)command that has --shards or --embedder."""
+    """Adds the flags to each (sub)command that talks to servers (--shards, --embedder or
+    --from)."""
     for sub in _subparsers(parser):
         if not any(option in sub._option_string_actions for option in _SERVER_OPTIONS):
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import grpc
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def _configuration(files: TlsFiles) -> grpc.ServerCertificateConfiguration:
     chain, key, client_ca = files.read()
-    return grpc.ssl_server_certificate_configuration(((key, chain),), client_ca)
+    return grpc.ssl_server_certificate_configuration([(key, chain)], client_ca)
 
 
 class _Reloader:
@@ -48,6 +49,9 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
         initial = _configuration(files)
     except OSError as exc:
         raise SystemExit(f"cannot read TLS files: {exc}") from None
+    # grpc documents a fetcher returning None as "keep the current configuration"; its type
+    # stub does not allow None.
+    fetcher: Callable[[], grpc.ServerCertificateConfiguration] = _Reloader(files)  # type: ignore[assignment]
     return grpc.dynamic_ssl_server_credentials(
-        initial, _Reloader(files), require_client_authentication=files.mutual
+        initial, fetcher, require_client_authentication=files.mutual
     )
