@@ -103,13 +103,17 @@ class EmbedderMetrics(Collector):
 
     def set_model(self, info: Any) -> None:
         """Model name, weights, precision and runtime, from the model's info."""
+
+        def label(value: Any) -> str:
+            return str(getattr(value, "value", value))  # enums by their value ("float32")
+
         self.model.info(
             {
-                "model": str(info.name),
-                "weights": str(info.weights),
-                "precision": str(info.precision),
+                "model": label(info.name),
+                "weights": label(info.weights),
+                "precision": label(info.precision),
                 # A model without a `runtime` field runs on TensorFlow.
-                "runtime": str(getattr(info, "runtime", "tensorflow")),
+                "runtime": label(getattr(info, "runtime", "tensorflow")),
             }
         )
 
