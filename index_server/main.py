@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
     from imagesim.enums import Metric
-    from imagesim.index_server.metrics import ObservedShard, ShardMetrics
+    from imagesim.index_server.metrics import ShardMetrics
     from imagesim.index_server.servicer import IndexServicer
     from imagesim.index_server.shard import Shard, ShardConfig
     from imagesim.v1 import index_pb2, index_pb2_grpc
@@ -138,10 +138,11 @@ def main(argv: list[str] | None = None) -> None:
                     max_results_per_search=args.max_results_per_search,
                     max_page_size=args.max_page_size,
                 ),
-            )
+            ),
+            observer=metrics,
         )  # a data directory in use, or a layout that contradicts it: exit 2
         loaded.append(shard)
-        servicer.attach(ObservedShard(shard, metrics))  # type: ignore[arg-type]
+        servicer.attach(shard)
         return [shard.close]
 
     run_server(

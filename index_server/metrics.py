@@ -2,17 +2,12 @@
 
 The shard's counts (items, staged, hidden, generation, index bytes, building) are read from
 `Shard.stats()` at scrape time, so they are never stale and cost nothing between scrapes.
-Build and search durations and build failures come from ObservedShard, a wrapper around the
-shard the servicer calls; a build the shard ran on its own (auto-build) is seen at the next
-scrape as a new generation and its duration observed then. Whether the latest build failed
-(requested or automatic) is read from the shard's `last_build_error`; counting every failure of
-a background build needs one call inside the shard (`build_failed`).
+Build and search durations and build failures (requested or automatic) are reported by the
+shard core itself through the ShardObserver interface this class implements.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,8 +15,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-
-from imagesim.errors import InvalidArgument
 
 BUILD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 SEARCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -35,8 +28,6 @@ class ShardMetrics(Collector):
     def __init__(self, stats: Callable[[], Any | None]) -> None:
         self._stats = stats
         self._registry = CollectorRegistry()
-        self._lock = threading.Lock()
-        self._seen_generation: int | None = None
         self.build_seconds = Histogram(
             "imagesim_index_build_seconds",
             "Wall time of each index build (requested or automatic).",
@@ -56,10 +47,7 @@ class ShardMetrics(Collector):
         )
 
     def build_finished(self, generation: int, seconds: float) -> None:
-        with self._lock:
-            if generation != self._seen_generation:  # an empty shard builds nothing
-                self._seen_generation = generation
-                self.build_seconds.observe(seconds)
+        self.build_seconds.observe(seconds)
 
     def build_failed(self) -> None:
         self.build_failures.inc()
@@ -67,22 +55,12 @@ class ShardMetrics(Collector):
     def searched(self, seconds: float) -> None:
         self.search_seconds.observe(seconds)
 
-    def _note_background_build(self, stats: Any) -> None:
-        with self._lock:
-            if self._seen_generation is None:  # the generation the shard started with
-                self._seen_generation = stats.generation
-            elif stats.generation != self._seen_generation:
-                self._seen_generation = stats.generation
-                if stats.last_build_seconds:
-                    self.build_seconds.observe(stats.last_build_seconds)
-
     def describe(self) -> list[Metric]:
         return []  # collected at scrape time only
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
         if stats is not None:
-            self._note_background_build(stats)
             for name, help, value in (
                 ("imagesim_index_items", "Live items (built + staged - hidden).", stats.count),
                 ("imagesim_index_items_built", "Items in the live generation.", stats.built_count),
@@ -105,33 +83,3 @@ class ShardMetrics(Collector):
             ):  # fmt: skip
                 yield GaugeMetricFamily(name, help, value=value)
         yield from self._registry.collect()
-
-
-class ObservedShard:
-    """The shard, with each build and search reported to ShardMetrics; everything else is the
-    shard's own."""
-
-    def __init__(self, shard: Any, metrics: ShardMetrics) -> None:
-        self._shard = shard
-        self._metrics = metrics
-
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        hits = self._shard.search(*args, **kwargs)
-        self._metrics.searched(time.perf_counter() - start)
-        return hits
-
-    def build(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            generation = self._shard.build(*args, **kwargs)
-        except InvalidArgument:
-            raise  # a bad request, not a failed build
-        except Exception:
-            self._metrics.build_failed()
-            raise
-        stats = self._shard.stats()
-        self._metrics.build_finished(stats.generation, stats.last_build_seconds or 0.0)
-        return generation
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._shard, name)

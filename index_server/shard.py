@@ -52,6 +52,7 @@ from imagesim.index_server.limits import (
     check_metadata,
     check_range,
 )
+from imagesim.index_server.observer import NO_OBSERVER, ShardObserver
 from imagesim.index_server.staging import KeepFn, StagingSet
 from imagesim.index_server.vectors import as_vector, distances
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
@@ -167,7 +168,8 @@ def lock_data_dir(data_dir: Path) -> FileLock:
 
 
 class Shard:
-    def __init__(self, config: ShardConfig) -> None:
+    def __init__(self, config: ShardConfig, observer: ShardObserver = NO_OBSERVER) -> None:
+        self.observer = observer
         self.data_dir = Path(config.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._dir_lock = lock_data_dir(self.data_dir)
@@ -462,9 +464,11 @@ class Shard:
 
     def _build_locked(self, trees: int) -> Generation | None:
         self._building = True
+        started = time.perf_counter()
         try:
             generation = self._build_and_publish(trees)
         except Exception as exc:
+            self.observer.build_failed()
             self._build_failures += 1
             self._retry_build_at = time.monotonic() + min(
                 RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** (self._build_failures - 1)
@@ -476,6 +480,8 @@ class Shard:
         self._build_failures = 0
         self._retry_build_at = 0.0
         self._last_build_error = ""
+        number = generation.number if generation is not None else 0
+        self.observer.build_finished(number, time.perf_counter() - started)
         return generation
 
     def _build_and_publish(self, trees: int) -> Generation | None:
@@ -526,6 +532,7 @@ class Shard:
 
     def search(self, queries: Sequence[object], params: SearchParams) -> list[list[Hit]]:
         """The k nearest live items of each query vector, closest first."""
+        started = time.perf_counter()
         self.check_search(len(queries), params)
         matrix = np.stack(
             [as_vector(q, self.dims, self.metric, f"query {n}") for n, q in enumerate(queries)]
@@ -535,7 +542,9 @@ class Shard:
             found = self._search_matching(matrix, params, where)
         else:
             found = self._search_view(self._view, matrix, params, where)
-        return self._with_metadata(found, params.include_metadata)
+        hits = self._with_metadata(found, params.include_metadata)
+        self.observer.searched(time.perf_counter() - started)
+        return hits
 
     def _search_view(
         self, view: _View, matrix: np.ndarray, params: SearchParams, where: dict[str, str]
