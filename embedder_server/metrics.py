@@ -1,9 +1,9 @@
-"""The Embedder's Prometheus metrics (an EmbedderObserver), and the wrappers that feed them
-from outside the core until the core calls the observer itself.
+"""The Embedder's Prometheus metrics (an EmbedderObserver).
 
-Fed now: images embedded / rejected by reason / in flight (ObservedEmbedder around the core),
-batch size and model seconds (timed_model around the model function the batcher calls), the
-model info. Decode and queue-wait seconds need calls inside the core (`decoded`, `queued`).
+Fed by the core (embedder.Embedder calls the observer): images embedded / rejected by reason / in
+flight, for Embed and EmbedStream alike, and decode seconds; by `timed_model` around the model
+function the batcher calls: batch size and model seconds; and the model info (runtime and
+precision included). Queue-wait seconds (`queued`) are not fed yet.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from imagesim.embedder_server.observer import EmbedderObserver
-from imagesim.errors import ImagesimError, Reason
 
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                  10, 30)  # fmt: skip
@@ -130,28 +129,3 @@ def timed_model(
         return result
 
     return run
-
-
-class ObservedEmbedder:
-    """The Embedder core with each `embed` reported (in flight, embedded or rejected by
-    reason); everything else is the core's."""
-
-    def __init__(self, core: Any, observer: EmbedderObserver) -> None:
-        self._core = core
-        self._observer = observer
-
-    def embed(self, image: bytes, space: str = "full") -> np.ndarray:
-        self._observer.image_started()
-        try:
-            vector = self._core.embed(image, space)
-        except ImagesimError as exc:
-            self._observer.image_done(exc.reason)
-            raise
-        except BaseException:
-            self._observer.image_done(Reason.INTERNAL_ERROR.value)
-            raise
-        self._observer.image_done(None)
-        return vector
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._core, name)

@@ -1,18 +1,21 @@
-"""InceptionV3 feature extractor: the 2048 activations of the global-average-pool layer.
+"""The model's source of truth: InceptionV3 (no top, global average pool) built by Keras, with
+its weights from ImageNet, a file, or seeded untrained. Every runtime starts from here: the
+TensorFlow runtime runs this Keras model; the OpenVINO runtime converts it once and caches the IR.
 
-Loaded once per process, compiled as a `tf.function` with a fixed input signature (measured
-on a 2-core box: ~30 img/s at batch 1 vs 6 eager and 13 with `model.predict`), warmed up
-before the server reports SERVING.
+`WeightsSource` names the weights and their identity without importing TensorFlow (a sha256 of
+the weights file, or the seed and Keras version of an untrained network), so a cached IR can be
+found, and loaded, by a process that never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +24,8 @@ from imagesim.errors import FailedPrecondition
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "InceptionV3"
+# What the network is, for cache keys: architecture, head and input shape.
+ARCHITECTURE = "keras.applications.InceptionV3(include_top=False, pooling='avg') 299x299x3"
 INPUT_SIZE = (299, 299)  # (width, height)
 FEATURE_DIM = 2048
 UNTRAINED_SEED = 0
@@ -37,29 +42,24 @@ class WeightsUnavailable(FailedPrecondition):
     """The requested weights cannot be loaded; the message says how to fix it."""
 
 
+def keras_home() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
 def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return keras_home() / "models"
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bfloat16" if cpu_has_native_bf16() else "float32"
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be float32, bfloat16 or auto, not {precision!r}")
-    return precision
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fetch_imagenet_weights() -> Path:
-    """The cached ImageNet weights file, downloading it once if needed."""
+    """The cached ImageNet weights file, downloading it once if needed (imports Keras)."""
     cached = keras_cache_dir() / IMAGENET_FILE
     import keras
 
@@ -82,94 +82,80 @@ def fetch_imagenet_weights() -> Path:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    weights: str  # "imagenet", a path, or "none"
-    untrained: bool
-    precision: str
-    fingerprint: str
-    dimension: int
-    input_size: tuple[int, int]
+class WeightsSource:
+    """Where the weights come from: `spec` is "imagenet", a file path, or "none"."""
+
+    spec: str
+
+    @property
+    def untrained(self) -> bool:
+        return self.spec == "none"
+
+    @property
+    def label(self) -> str:
+        """What Info reports as the weights."""
+        return self.spec
+
+    def local_file(self) -> Path | None:
+        """The weights file if it is on disk now (no download); None for untrained weights
+        or ImageNet weights not cached yet. WeightsUnavailable for a missing given file."""
+        if self.untrained:
+            return None
+        if self.spec == "imagenet":
+            cached = keras_cache_dir() / IMAGENET_FILE
+            return cached if cached.is_file() else None
+        path = Path(self.spec).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(
+                f"weights file {path} does not exist. Pass --weights imagenet "
+                f"(downloads {IMAGENET_FILE} once), a path to that file, or --weights none."
+            )
+        return path
+
+    def file(self) -> Path | None:
+        """The weights file, downloading the ImageNet weights once if needed (imports Keras)."""
+        if self.spec == "imagenet":
+            return self.local_file() or fetch_imagenet_weights()
+        return self.local_file()
+
+    def identity(self, path: Path | None) -> str:
+        """What makes these weights these weights, without importing TensorFlow: the sha256
+        of the file, or the seed and Keras version that generate the untrained network."""
+        if path is None:
+            keras_version = importlib.metadata.version("keras")
+            return f"untrained seed={UNTRAINED_SEED} keras={keras_version}"
+        return f"sha256={file_sha256(path)}"
 
 
-class InceptionFeatures:
-    """Batch of preprocessed images (n, 299, 299, 3) float32 -> (n, 2048) float32 features."""
+def build_keras_model(weights: WeightsSource, precision: str = "float32") -> Any:
+    """The Keras model with its weights loaded (imports TensorFlow). `precision` "bfloat16"
+    builds it under Keras' mixed_bfloat16 policy (the TensorFlow runtime's bf16 mode)."""
+    import keras
 
-    def __init__(self, weights: str = "imagenet", precision: str = "float32") -> None:
-        import keras
-        import tensorflow as tf
+    weights_file = weights.file()
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    )
+    if weights_file is None:
+        keras.utils.set_random_seed(UNTRAINED_SEED)
+    model = keras.applications.InceptionV3(
+        include_top=False, weights=None, pooling="avg", input_shape=(*INPUT_SIZE[::-1], 3)
+    )
+    if weights_file is not None:
+        try:
+            model.load_weights(str(weights_file))
+        except Exception as exc:
+            raise WeightsUnavailable(
+                f"cannot load weights from {weights_file}: {exc}. The file must hold "
+                f"{MODEL_NAME} weights without the top (as {IMAGENET_FILE} does)."
+            ) from exc
+    return model
 
-        precision = resolve_precision(precision)
-        started = time.perf_counter()
-        weights_file: Path | None = None
-        if weights == "imagenet":
-            weights_file = fetch_imagenet_weights()
-        elif weights != "none":
-            weights_file = Path(weights).expanduser()
-            if not weights_file.is_file():
-                raise WeightsUnavailable(
-                    f"weights file {weights_file} does not exist. Pass --weights imagenet "
-                    f"(downloads {IMAGENET_FILE} once), a path to that file, or --weights none."
-                )
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if precision == "bfloat16" else "float32"
-        )
-        if weights_file is None:
-            keras.utils.set_random_seed(UNTRAINED_SEED)
-        model = keras.applications.InceptionV3(
-            include_top=False, weights=None, pooling="avg", input_shape=(*INPUT_SIZE[::-1], 3)
-        )
-        if weights_file is not None:
-            try:
-                model.load_weights(str(weights_file))
-            except Exception as exc:
-                raise WeightsUnavailable(
-                    f"cannot load weights from {weights_file}: {exc}. The file must hold "
-                    f"{MODEL_NAME} weights without the top (as {IMAGENET_FILE} does)."
-                ) from exc
-        self.info = ModelInfo(
-            name=MODEL_NAME,
-            weights="none" if weights_file is None else str(weights),
-            untrained=weights_file is None,
-            precision=precision,
-            fingerprint=self._fingerprint(model),
-            dimension=FEATURE_DIM,
-            input_size=INPUT_SIZE,
-        )
-        width, height = INPUT_SIZE
 
-        def features(batch: tf.Tensor) -> tf.Tensor:
-            return tf.cast(model(batch, training=False), tf.float32)
-
-        self._model = model
-        self._features = tf.function(
-            features, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)]
-        )
-        log.info(
-            "%s loaded in %.1f s: weights=%s%s, precision=%s, fingerprint=%s",
-            MODEL_NAME,
-            time.perf_counter() - started,
-            self.info.weights,
-            " (UNTRAINED, seed 0: vectors carry no meaning)" if self.info.untrained else "",
-            precision,
-            self.info.fingerprint[:12],
-        )
-
-    @staticmethod
-    def _fingerprint(model: object) -> str:
-        """sha256 over the architecture name and every weight array, in order."""
-        digest = hashlib.sha256(MODEL_NAME.encode())
-        for weight in model.weights:  # type: ignore[attr-defined]
-            digest.update(np.ascontiguousarray(weight.numpy(), dtype=np.float32).tobytes())
-        return digest.hexdigest()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self._features(batch).numpy()
-
-    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
-        """Run the compiled function once per batch size so the first real call is fast."""
-        width, height = INPUT_SIZE
-        for size in batch_sizes:
-            started = time.perf_counter()
-            self(np.zeros((size, height, width, 3), dtype=np.float32))
-            log.info("warm-up batch %d: %.2f s", size, time.perf_counter() - started)
+def keras_fingerprint(model: Any) -> str:
+    """sha256 over the architecture name and every weight array (as float32), in order: the
+    same for every runtime and precision that runs these weights."""
+    digest = hashlib.sha256(MODEL_NAME.encode())
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy(), dtype=np.float32).tobytes())
+    return digest.hexdigest()

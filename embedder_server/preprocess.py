@@ -1,6 +1,11 @@
-"""Image bytes -> the model's input array, exactly as InceptionV3 expects it.
+"""Image bytes -> the model's input, exactly as InceptionV3 expects it, with memory bounded.
 
-Decoding happens in the caller's thread (gRPC handler threads), never on the model thread.
+Two steps, so the cheap checks run before any memory is committed: `open_image` reads the
+header only (format, size, mode), asks JPEG for a reduced-size decode (DCT scaling, "draft")
+where the source is at least twice the model's input, and enforces the limits: file bytes,
+declared pixels, decoded bytes per image (mode-aware). `decode_rgb` then decodes, converts to
+8-bit RGB without float64 copies, and resizes to the model's input: uint8 (h, w, 3).
+The Embedder holds a DecodeBudget reservation of the decoded pixels between the two.
 """
 
 from __future__ import annotations
@@ -14,42 +19,64 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from imagesim.errors import InvalidArgument, Reason
 
 MiB = 1024 * 1024
+ROWS_PER_CHUNK = 256  # 16-bit/32-bit -> 8-bit conversion works on this many rows at a time
+
+# Bytes per pixel of each Pillow mode in memory (Pillow keeps 2- and 3-band images in 4 bytes).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decoded_bytes_per_pixel(mode: str) -> int:
+    return _MODE_BYTES.get(mode, 4)
 
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What an accepted image may be at most."""
+    """What an accepted image may be at most, and what all images being decoded at once may
+    take together."""
 
-    max_bytes: int = 32 * MiB
-    # decoded width x height; more is a decompression bomb (below Pillow's own warning level)
+    max_bytes: int = 32 * MiB  # the encoded file
+    # declared width x height; more is a decompression bomb (below Pillow's own warning level)
     max_pixels: int = 80_000_000
+    # one image decoded in memory (width x height x bytes per pixel of its mode)
+    max_decoded_bytes: int = 320 * MiB
+    # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
+    # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
+    decode_budget_pixels: int = 200_000_000
+    # how long an image waits for room in the decode budget before RESOURCE_EXHAUSTED
+    decode_wait_seconds: float = 2.0
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB: palettes and alpha are composited over white, CMYK and grey
-    converted, 16/32-bit grey rescaled to 8 bits."""
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
-    return image.convert("RGB")
+@dataclass
+class OpenedImage:
+    """An image whose header has been read and checked; not decoded yet."""
+
+    image: Image.Image
+    size: int  # encoded bytes
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the decode will produce (after JPEG draft reduction)."""
+        width, height = self.image.size
+        return width * height
 
 
-def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndarray:
-    """Decode `data`, honour EXIF orientation, convert to RGB and resize to `size` (w, h).
+def _undecodable(data_len: int, exc: BaseException) -> InvalidArgument:
+    if isinstance(exc, UnidentifiedImageError):
+        detail = "not a recognised image format"
+    elif isinstance(exc, Image.DecompressionBombError):
+        return InvalidArgument(
+            f"image rejected as a decompression bomb: {exc}", reason=Reason.IMAGE_TOO_MANY_PIXELS
+        )
+    else:
+        detail = str(exc)
+    return InvalidArgument(
+        f"cannot decode image ({data_len:,} bytes): {detail}", reason=Reason.IMAGE_UNDECODABLE
+    )
 
-    Returns uint8 (h, w, 3). Raises InvalidArgument for empty, oversized, undecodable or
-    decompression-bomb images.
-    """
+
+def open_image(data: bytes, size: tuple[int, int], limits: ImageLimits) -> OpenedImage:
+    """Read and check the header of `data` (no pixel decoding). `size` is the model's input
+    (w, h): JPEGs at least twice as large are set to decode at a reduced scale."""
     if not data:
         raise InvalidArgument(
             "empty image: the request carried no bytes", reason=Reason.IMAGE_EMPTY
@@ -58,7 +85,7 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
         raise InvalidArgument(
             f"image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes",
             reason=Reason.IMAGE_TOO_LARGE,
-            metadata={"limit": str(limits.max_bytes)},
+            metadata={"limit": str(limits.max_bytes), "bytes": str(len(data))},
         )
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
@@ -68,31 +95,84 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
                 f"image is {width}x{height} = {width * height:,} pixels; the limit is "
                 f"{limits.max_pixels:,} (decompression bomb?)",
                 reason=Reason.IMAGE_TOO_MANY_PIXELS,
-                metadata={"limit": str(limits.max_pixels)},
+                metadata={"limit": str(limits.max_pixels), "pixels": str(width * height)},
             )
         if image.format == "JPEG":
-            image.draft("RGB", size)  # DCT scaling: decode large JPEGs at reduced size
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
-        image = image.resize(size, Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+            image.draft("RGB", size)  # DCT scaling: decode at 1/2, 1/4 or 1/8 where it fits
     except InvalidArgument:
         raise
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _undecodable(len(data), exc) from exc
+    opened = OpenedImage(image, len(data))
+    decoded = opened.pixels * decoded_bytes_per_pixel(image.mode)
+    if decoded > limits.max_decoded_bytes:
         raise InvalidArgument(
-            f"image rejected as a decompression bomb: {exc}",
-            reason=Reason.IMAGE_TOO_MANY_PIXELS,
-            metadata={"limit": str(limits.max_pixels)},
-        ) from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidArgument(
-            f"cannot decode image ({len(data):,} bytes): not a recognised image format",
-            reason=Reason.IMAGE_UNDECODABLE,
-        ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidArgument(
-            f"cannot decode image ({len(data):,} bytes): {exc}", reason=Reason.IMAGE_UNDECODABLE
-        ) from exc
+            f"image is {width}x{height} {image.mode}: {decoded:,} bytes decoded; the limit is "
+            f"{limits.max_decoded_bytes:,} bytes",
+            reason=Reason.IMAGE_TOO_LARGE,
+            metadata={"limit": str(limits.max_decoded_bytes), "decoded_bytes": str(decoded)},
+        )
+    return opened
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or 32-bit single-band image -> "L", its value range stretched to 0-255, in row
+    chunks without float64: a 256-entry-per-level lookup table for 16-bit, float32 otherwise."""
+    values = np.asarray(image)
+    low, high = values.min(), values.max()
+    out = np.empty(values.shape, dtype=np.uint8)
+    if high <= low:
+        out.fill(0)
+    elif values.dtype.itemsize == 2 and values.dtype.kind == "u":
+        lut = np.zeros(65536, dtype=np.uint8)
+        levels = np.arange(int(low), int(high) + 1, dtype=np.float32)
+        lut[int(low) : int(high) + 1] = (levels - float(low)) * (255.0 / float(high - low))
+        lut[int(high) + 1 :] = 255
+        for row in range(0, values.shape[0], ROWS_PER_CHUNK):
+            out[row : row + ROWS_PER_CHUNK] = lut[values[row : row + ROWS_PER_CHUNK]]
+    else:
+        scale = np.float32(255.0 / (float(high) - float(low)))
+        for row in range(0, values.shape[0], ROWS_PER_CHUNK):
+            chunk = values[row : row + ROWS_PER_CHUNK].astype(np.float32)
+            chunk -= np.float32(low)
+            chunk *= scale
+            out[row : row + ROWS_PER_CHUNK] = chunk
+    return Image.fromarray(out, mode="L")
+
+
+def _resize_to_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Any Pillow mode -> RGB at `size`: palettes and alpha composited over white, CMYK
+    converted, 16/32-bit grey stretched to 8 bits. Single-band images are resized before
+    they become RGB (4 bytes a pixel in Pillow), so a huge greyscale image never exists in RGB."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)
+    elif image.mode == "1":
+        image = image.convert("L")
+    if image.mode in ("L", "RGB"):
+        return image.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+def decode_rgb(opened: OpenedImage, size: tuple[int, int]) -> np.ndarray:
+    """Decode an opened image, honour EXIF orientation, convert to RGB and resize to `size`
+    (w, h): uint8 (h, w, 3)."""
+    try:
+        image = ImageOps.exif_transpose(opened.image)
+        return np.asarray(_resize_to_rgb(image, size), dtype=np.uint8)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _undecodable(opened.size, exc) from exc
+
+
+def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndarray:
+    """`open_image` then `decode_rgb`: uint8 (h, w, 3). Raises InvalidArgument (with a
+    Reason) for empty, oversized, undecodable or decompression-bomb images."""
+    return decode_rgb(open_image(data, size, limits), size)
 
 
 def inception_scale(rgb: np.ndarray) -> np.ndarray:
@@ -101,5 +181,6 @@ def inception_scale(rgb: np.ndarray) -> np.ndarray:
 
 
 def preprocess(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndarray:
-    """Image bytes -> float32 (h, w, 3) model input."""
+    """Image bytes -> float32 (h, w, 3) model input (the runtimes do this scaling in-graph;
+    this is the reference the tests compare with)."""
     return inception_scale(load_rgb(data, size, limits))

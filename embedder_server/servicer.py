@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 import numpy as np
 
 from imagesim import protocol
-from imagesim.embedder_server.embedder import FULL, REDUCED, Embedder
-from imagesim.enums import Precision, Runtime
-from imagesim.errors import ImagesimError, Reason, Unavailable
+from imagesim.embedder_server.embedder import FULL, REDUCED, Embedder, EmbedItem, EmbedOutcome
+from imagesim.errors import Reason, Unavailable
 from imagesim.serving.errors import error_status, map_errors
 from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
@@ -31,20 +27,12 @@ def space_name(space: int) -> str:
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Serves an Embedder once `attach()` has given it one (UNAVAILABLE before)."""
 
-    def __init__(
-        self, stream_window: int = 64, stream_limits: common_pb2.StreamLimits | None = None
-    ) -> None:
+    def __init__(self, stream_limits: common_pb2.StreamLimits | None = None) -> None:
         self._core: Embedder | None = None
         self.stream_limits = stream_limits or common_pb2.StreamLimits()
-        self.stream_window = stream_window
-        # Decoding threads for streams: keeps `stream_window` images in flight per stream.
-        self._pool = ThreadPoolExecutor(max_workers=stream_window, thread_name_prefix="decode")
 
     def attach(self, core: Embedder) -> None:
         self._core = core
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
     @property
     def core(self) -> Embedder:
@@ -53,14 +41,14 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         return self._core
 
     def _embedding(self, vector: np.ndarray, space: str) -> embedder_pb2.Embedding:
-        info = self.core.features.info
+        info = self.core.info
         return embedder_pb2.Embedding(
             values=protocol.floats(vector),
             dimension=int(vector.shape[0]),
             space=SPACE_ENUMS[space],
             model_fingerprint=info.fingerprint,
-            runtime=protocol.RUNTIMES[Runtime(getattr(info, "runtime", Runtime.TENSORFLOW))],
-            precision=protocol.PRECISIONS[Precision(info.precision)],
+            runtime=protocol.RUNTIMES[info.runtime],
+            precision=protocol.PRECISIONS[info.precision],
         )
 
     @map_errors
@@ -69,48 +57,28 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         vector = self.core.embed(request.image, space)
         return embedder_pb2.EmbedResponse(embedding=self._embedding(vector, space))
 
-    def _stream_result(
-        self, request_id: str, space: str, future: Future[np.ndarray]
-    ) -> embedder_pb2.EmbedStreamResponse:
-        try:
-            vector = future.result()
-        except ImagesimError as exc:
-            return embedder_pb2.EmbedStreamResponse(id=request_id, error=error_status(exc))
+    def _stream_response(self, outcome: EmbedOutcome) -> embedder_pb2.EmbedStreamResponse:
+        if outcome.error is not None:
+            error = error_status(outcome.error)
+            return embedder_pb2.EmbedStreamResponse(id=outcome.id, error=error)
+        assert outcome.vector is not None
         return embedder_pb2.EmbedStreamResponse(
-            id=request_id, embedding=self._embedding(vector, space)
+            id=outcome.id, embedding=self._embedding(outcome.vector, outcome.space)
         )
 
     @map_errors
     def EmbedStream(self, request_iterator: Iterator[embedder_pb2.EmbedStreamRequest], context):
-        core = self.core
-        in_flight: queue.Queue[object] = queue.Queue(maxsize=self.stream_window)
-        done = object()
-        failure: list[BaseException] = []
-
-        def read_requests() -> None:
-            # Reads ahead so the batcher stays fed, while answers go back in request order.
-            try:
-                for request in request_iterator:
-                    space = space_name(request.space)
-                    future = self._pool.submit(core.embed, request.image, space)
-                    in_flight.put((request.id, space, future))
-            except BaseException as exc:  # the client cancelled or the stream broke
-                failure.append(exc)
-            finally:
-                in_flight.put(done)
-
-        reader = threading.Thread(target=read_requests, name="embed-stream-reader", daemon=True)
-        reader.start()
-        while (entry := in_flight.get()) is not done:
-            request_id, space, future = entry  # type: ignore[misc]
-            yield self._stream_result(request_id, space, future)
-        if failure and context.is_active():
-            log.warning("embed stream ended by: %s", failure[0])
+        items = (
+            EmbedItem(request.id, request.image, space_name(request.space))
+            for request in request_iterator
+        )
+        for outcome in self.core.embed_many(items):
+            yield self._stream_response(outcome)
 
     @map_errors
     def Info(self, request: embedder_pb2.InfoRequest, context: grpc.ServicerContext):
         core = self.core
-        info = core.features.info
+        info = core.info
         width, height = info.input_size
         return embedder_pb2.InfoResponse(
             model=info.name,
@@ -125,14 +93,16 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             ],
             input_height=height,
             input_width=width,
-            runtime=protocol.RUNTIMES[Runtime(getattr(info, "runtime", Runtime.TENSORFLOW))],
-            precision=protocol.PRECISIONS[Precision(info.precision)],
+            runtime=protocol.RUNTIMES[info.runtime],
+            precision=protocol.PRECISIONS[info.precision],
             max_batch_size=core.batcher.max_batch_size,
             max_batch_time=protocol.duration(core.batcher.max_batch_time),
             limits=embedder_pb2.EmbedderLimits(
                 max_image_bytes=core.limits.max_bytes,
                 max_image_pixels=core.limits.max_pixels,
+                decode_budget_pixels=core.limits.decode_budget_pixels,
                 streams=self.stream_limits,
             ),
             images_embedded=core.images_embedded,
+            notes=list(info.notes),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from imagesim.testing.samples import write_sample_photos
 from tests.pki import CertificateAuthority, Issued
 
 STREAM_IDLE_SECONDS = 5  # the idle timeout of servers started for stream tests
+
+MODEL_CACHE_ENV = "IMAGESIM_EMBEDDER_MODEL_CACHE"
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
@@ -49,6 +52,20 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
     (folder / "notes.txt").write_text("not an image: ignored by extension")
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One OpenVINO IR cache for every embedder the tests start (converted once per session),
+    so no test writes to the user's Keras cache."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get(MODEL_CACHE_ENV)
+    os.environ[MODEL_CACHE_ENV] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop(MODEL_CACHE_ENV, None)
+    else:
+        os.environ[MODEL_CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="session")

@@ -65,10 +65,10 @@ def test_same_vector_in_a_fresh_process(embedder, photos, tmp_path):
     image = photos / "real" / "coffee.jpg"
     script = (
         "import sys, numpy as np\n"
-        "from imagesim.embedder_server.model import InceptionFeatures\n"
-        "from imagesim.embedder_server.preprocess import ImageLimits, preprocess\n"
-        "m = InceptionFeatures('none')\n"
-        "x = preprocess(open(sys.argv[1], 'rb').read(), (299, 299), ImageLimits())\n"
+        "from imagesim.embedder_server.runtimes.select import load_runtime\n"
+        "from imagesim.embedder_server.preprocess import ImageLimits, load_rgb\n"
+        "m = load_runtime('none', precision='float32')\n"
+        "x = load_rgb(open(sys.argv[1], 'rb').read(), (299, 299), ImageLimits())\n"
         "np.save(sys.argv[2], m(x[None])[0])\n"
         "print(m.info.fingerprint)\n"
     )

@@ -25,12 +25,14 @@ def test_environment_supplies_defaults_and_flags_win(monkeypatch):
 
 def test_embedder_defaults():
     args = embedder_args([])
-    assert (args.weights, args.precision, args.max_batch_size, args.port) == (
+    assert (args.weights, args.runtime, args.precision, args.max_batch_size, args.port) == (
         "imagenet",
         "auto",
-        32,
+        "auto",
+        16,
         50051,
     )
+    assert args.max_batch_time_ms is None  # auto: from the measured batch-1 time
     assert args.max_message_mb == 64.0 and args.reducer is None
 
 

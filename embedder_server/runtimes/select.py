@@ -1,0 +1,123 @@
+"""Which runtime and precision run the model, and loading it.
+
+Runtime `auto`: TensorFlow where it sees a GPU (checked only when an NVIDIA device node exists,
+so a CPU-only start never imports TensorFlow to ask); otherwise OpenVINO where it is installed
+and its CPU plugin supports this CPU; otherwise TensorFlow.
+Precision `auto`: bfloat16 only where the CPU computes it natively (AVX512-BF16 / AMX) and, for
+OpenVINO, where bfloat16 kept >= 0.99 of TensorFlow float32's top-10 neighbours when the IR was
+converted (recorded in the cache); float32 otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from imagesim.embedder_server.model import WeightsSource, keras_home
+from imagesim.embedder_server.runtimes import openvino as ovrt
+from imagesim.embedder_server.runtimes.base import ModelRuntime, cpu_has_native_bf16
+from imagesim.embedder_server.runtimes.ir_cache import IRCache
+from imagesim.enums import Precision, Runtime
+from imagesim.errors import FailedPrecondition, Internal
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+RUNTIME_CHOICES = (AUTO, Runtime.OPENVINO.value, Runtime.TENSORFLOW.value)
+PRECISION_CHOICES = (AUTO, Precision.FLOAT32.value, Precision.BFLOAT16.value)
+
+
+MODEL_CACHE_ENV = "IMAGESIM_EMBEDDER_MODEL_CACHE"  # the server's --model-cache default too
+
+
+def default_model_cache() -> Path:
+    """$IMAGESIM_EMBEDDER_MODEL_CACHE, else beside the Keras weights the IR is made from:
+    $KERAS_HOME/imagesim-ir (~/.keras/imagesim-ir)."""
+    configured = os.environ.get(MODEL_CACHE_ENV)
+    return Path(configured) if configured else keras_home() / "imagesim-ir"
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    runtime: Runtime
+    reason: str
+
+
+def nvidia_device_present() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def choose_runtime(requested: str) -> RuntimeChoice:
+    if requested == Runtime.TENSORFLOW.value:
+        return RuntimeChoice(Runtime.TENSORFLOW, "requested")
+    if requested == Runtime.OPENVINO.value:
+        if not ovrt.openvino_installed():
+            raise FailedPrecondition(
+                "--runtime openvino: OpenVINO is not installed (pip install 'imagesim[embedder]')"
+            )
+        if not ovrt.cpu_supported():
+            raise FailedPrecondition("--runtime openvino: OpenVINO cannot run on this CPU")
+        return RuntimeChoice(Runtime.OPENVINO, "requested")
+    if requested != AUTO:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, not {requested!r}")
+    if nvidia_device_present():
+        from imagesim.embedder_server.runtimes.tensorflow import tensorflow_sees_gpu
+
+        if tensorflow_sees_gpu():
+            return RuntimeChoice(Runtime.TENSORFLOW, "auto: TensorFlow sees a GPU")
+    if not ovrt.openvino_installed():
+        return RuntimeChoice(Runtime.TENSORFLOW, "auto: OpenVINO is not installed")
+    if not ovrt.cpu_supported():
+        return RuntimeChoice(Runtime.TENSORFLOW, "auto: OpenVINO does not support this CPU")
+    return RuntimeChoice(Runtime.OPENVINO, "auto: OpenVINO supports this CPU")
+
+
+def load_runtime(
+    weights: str,
+    runtime: str = AUTO,
+    precision: str = AUTO,
+    model_cache: Path | None = None,
+) -> ModelRuntime:
+    """The model ready to run. WeightsUnavailable / FailedPrecondition say what to fix."""
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}")
+    source = WeightsSource(weights)
+    choice = choose_runtime(runtime)
+    log.info("runtime %s (%s)", choice.runtime.value, choice.reason)
+    if choice.runtime is Runtime.TENSORFLOW:
+        from imagesim.embedder_server.runtimes.tensorflow import TensorFlowRuntime
+
+        if precision == AUTO:
+            chosen = Precision.BFLOAT16 if cpu_has_native_bf16() else Precision.FLOAT32
+        else:
+            chosen = Precision(precision)
+        loaded: ModelRuntime = TensorFlowRuntime(source, chosen)
+    else:
+        loaded = _load_openvino(source, precision, IRCache(model_cache or default_model_cache()))
+    info = loaded.info
+    loaded.info = replace(info, notes=(f"runtime {choice.reason}", *info.notes))
+    return loaded
+
+
+def _load_openvino(source: WeightsSource, precision: str, cache: IRCache) -> ModelRuntime:
+    from imagesim.embedder_server.runtimes.convert import convert_in_subprocess
+
+    key = ovrt.cache_key(source)
+    entry = cache.load(key) if key is not None else None
+    if entry is None:
+        convert_in_subprocess(source, cache)
+        key = ovrt.cache_key(source)
+        entry = cache.load(key) if key is not None else None
+        if entry is None:
+            raise Internal(f"the IR converted into {cache.root} cannot be read back")
+    else:
+        log.info("OpenVINO IR from cache %s", entry.directory)
+    if precision == AUTO:
+        chosen = Precision.FLOAT32
+        if ovrt.native_bf16() and ovrt.bf16_agreement_ok(entry):
+            chosen = Precision.BFLOAT16
+    else:
+        chosen = Precision(precision)
+    return ovrt.OpenVINORuntime(entry, source, chosen)
