@@ -116,27 +116,28 @@ def open_image(data: bytes, size: tuple[int, int], limits: ImageLimits) -> Opene
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit or 32-bit single-band image -> "L", its value range stretched to 0-255, in row
-    chunks without float64: a 256-entry-per-level lookup table for 16-bit, float32 otherwise."""
-    values = np.asarray(image)
-    low, high = values.min(), values.max()
-    out = np.empty(values.shape, dtype=np.uint8)
-    if high <= low:
-        out.fill(0)
-    elif values.dtype.itemsize == 2 and values.dtype.kind == "u":
-        lut = np.zeros(65536, dtype=np.uint8)
-        levels = np.arange(int(low), int(high) + 1, dtype=np.float32)
-        lut[int(low) : int(high) + 1] = (levels - float(low)) * (255.0 / float(high - low))
-        lut[int(high) + 1 :] = 255
-        for row in range(0, values.shape[0], ROWS_PER_CHUNK):
-            out[row : row + ROWS_PER_CHUNK] = lut[values[row : row + ROWS_PER_CHUNK]]
-    else:
+    """16-bit or 32-bit single-band image -> "L", its value range stretched to 0-255. Works on
+    bands of rows cropped from the decoded image, so besides it only the 8-bit result and one
+    band exist at a time (no full-size copy, no float64): a lookup table for 16-bit, float32
+    arithmetic for 32-bit."""
+    low, high = image.getextrema()  # computed by Pillow over its own buffer, no copy
+    width, height = image.size
+    out = np.zeros((height, width), dtype=np.uint8)
+    if high > low:
         scale = np.float32(255.0 / (float(high) - float(low)))
-        for row in range(0, values.shape[0], ROWS_PER_CHUNK):
-            chunk = values[row : row + ROWS_PER_CHUNK].astype(np.float32)
-            chunk -= np.float32(low)
-            chunk *= scale
-            out[row : row + ROWS_PER_CHUNK] = chunk
+        lut = None
+        if image.mode.startswith("I;16"):
+            levels = np.arange(65536, dtype=np.float32)
+            lut = ((np.clip(levels, low, high) - np.float32(low)) * scale).astype(np.uint8)
+        for top in range(0, height, ROWS_PER_CHUNK):
+            band = np.asarray(image.crop((0, top, width, min(height, top + ROWS_PER_CHUNK))))
+            if lut is not None:
+                out[top : top + ROWS_PER_CHUNK] = lut[band]
+            else:
+                values = band.astype(np.float32)
+                values -= np.float32(low)
+                values *= scale
+                out[top : top + ROWS_PER_CHUNK] = values
     return Image.fromarray(out, mode="L")
 
 
