@@ -34,6 +34,13 @@ def recall_at_k(found: Sequence[Sequence[Hashable]], truth: Sequence[Sequence[Ha
     return float(np.mean(shares))
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine between each row of `a` and the same row of `b` (two embeddings of the same
+    items)."""
+    cosines: np.ndarray = (l2_normalise(a) * l2_normalise(b)).sum(axis=1)
+    return cosines
+
+
 def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """How much two embeddings of the same items agree: the mean share of each item's top-k
     neighbours among the others under `a` that are also its top-k under `b`."""

@@ -24,8 +24,8 @@ from imagesim.embedder_server.runtimes.select import choose_runtime, load_runtim
 from imagesim.embedder_server.runtimes.tensorflow import TensorFlowRuntime
 from imagesim.enums import Precision, Runtime
 from imagesim.errors import FailedPrecondition
-from imagesim.evaluation import row_cosines, top_k_agreement
-from imagesim.launch import ServerProcess, start_embedder
+from imagesim.recall import row_cosines, top_k_agreement
+from imagesim.testing.launch import ServerProcess, start_embedder
 
 UNTRAINED = WeightsSource("none")
 

@@ -34,7 +34,7 @@ from imagesim.embedder_server.runtimes.openvino import (
 )
 from imagesim.enums import Precision
 from imagesim.errors import ImagesimError, Internal
-from imagesim.evaluation import row_cosines, top_k_agreement
+from imagesim.recall import row_cosines, top_k_agreement
 
 log = logging.getLogger(__name__)
 
