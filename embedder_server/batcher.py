@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import cast
 
 import numpy as np
 
@@ -65,7 +66,9 @@ class AdaptiveBatcher:
             self._queue.put(_CLOSE)
         self._thread.join(timeout)
 
-    def _collect(self, first: tuple[np.ndarray, Future[np.ndarray]]) -> tuple[list, bool]:
+    def _collect(
+        self, first: tuple[np.ndarray, Future[np.ndarray]]
+    ) -> tuple[list[tuple[np.ndarray, Future[np.ndarray]]], bool]:
         batch = [first]
         # Wait for company only when there has been company: a lone caller (the last batch
         # held one item) runs at once with whatever is queued, without paying max_batch_time.
@@ -131,6 +134,6 @@ class AdaptiveBatcher:
             except queue.Empty:
                 return
             if entry is not _CLOSE:
-                _, future = entry  # type: ignore[misc]
+                _, future = cast(tuple[np.ndarray, Future[np.ndarray]], entry)
                 if future.set_running_or_notify_cancel():
                     future.set_exception(error)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -120,11 +121,12 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     bands of rows cropped from the decoded image, so besides it only the 8-bit result and one
     band exist at a time (no full-size copy, no float64): a lookup table for 16-bit, float32
     arithmetic for 32-bit."""
-    low, high = image.getextrema()  # computed by Pillow over its own buffer, no copy
+    # computed by Pillow over its own buffer, no copy; a single band gives (min, max)
+    low, high = cast(tuple[float, float], image.getextrema())
     width, height = image.size
     out = np.zeros((height, width), dtype=np.uint8)
     if high > low:
-        scale = np.float32(255.0 / (float(high) - float(low)))
+        scale = np.float32(255.0 / (high - low))
         lut = None
         if image.mode.startswith("I;16"):
             levels = np.arange(65536, dtype=np.float32)
@@ -165,7 +167,8 @@ def decode_rgb(opened: OpenedImage, size: tuple[int, int]) -> np.ndarray:
     (w, h): uint8 (h, w, 3)."""
     try:
         image = ImageOps.exif_transpose(opened.image)
-        return np.asarray(_resize_to_rgb(image, size), dtype=np.uint8)
+        rgb: np.ndarray = np.asarray(_resize_to_rgb(image, size), dtype=np.uint8)
+        return rgb
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise _undecodable(opened.size, exc) from exc
 
@@ -178,7 +181,8 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
 
 def inception_scale(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB -> float32 in [-1, 1]: the same as keras' inception_v3.preprocess_input."""
-    return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    scaled: np.ndarray = rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return scaled
 
 
 def preprocess(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndarray:

@@ -40,12 +40,16 @@ def test_info_reports_untrained_model(embedder):
     assert [(s.space, s.dimension) for s in info.spaces] == [(1, 2048)]
     assert (info.input_width, info.input_height) == (299, 299)
     assert len(info.model_fingerprint) == 64
+    # runtime auto on a CPU OpenVINO supports; precision pinned by the fixture
     assert (info.runtime, info.precision) == (
-        common_pb2.RUNTIME_TENSORFLOW,
+        common_pb2.RUNTIME_OPENVINO,
         common_pb2.PRECISION_FLOAT32,
     )
     assert info.limits.max_image_bytes == 32 * 1024 * 1024 and info.limits.max_image_pixels > 0
-    assert info.max_batch_size == 32 and info.max_batch_time.ToMilliseconds() == 5
+    assert info.limits.decode_budget_pixels == 200_000_000
+    # batch time auto: a quarter of the measured batch-1 time, at most 5 ms
+    assert info.max_batch_size == 16 and 0 < info.max_batch_time.ToMicroseconds() <= 5000
+    assert any("runtime auto: OpenVINO supports this CPU" in note for note in info.notes)
 
 
 def test_embedding_is_2048_d_deterministic_and_batch_independent(embedder, photos):
