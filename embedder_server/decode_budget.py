@@ -55,7 +55,7 @@ class DecodeBudget:
                 f"image decodes to {pixels:,} pixels, more than the server's whole decode "
                 f"budget of {self.pixels:,}",
                 reason=Reason.IMAGE_TOO_MANY_PIXELS,
-                metadata={"limit": str(self.pixels), "pixels": str(pixels)},
+                metadata={"limit": str(self.pixels)},
             )
         deadline = time.monotonic() + self.wait_seconds
         with self._room:
@@ -69,7 +69,7 @@ class DecodeBudget:
                         f"image's {pixels:,} did not fit in the decode budget of "
                         f"{self.pixels:,} within {self.wait_seconds:g} s: retry later",
                         reason=Reason.DECODE_BUDGET_EXHAUSTED,
-                        metadata={"limit": str(self.pixels), "pixels": str(pixels)},
+                        metadata={"limit": str(self.pixels)},
                     )
             self._in_use += pixels
         return Reservation(self, pixels)

@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add("--max-image-mb", 32.0, "largest accepted image file, MiB (default 32)", type=float)
     model.add(
+        "--max-decoded-mb",
+        ImageLimits.max_decoded_bytes / MiB,
+        "largest image once decoded, MiB, counted with its mode's bytes per pixel (default "
+        f"{ImageLimits.max_decoded_bytes / MiB:g}: 32 Mpx RGB, 64 Mpx 16-bit grey)",
+        type=float,
+    )
+    model.add(
         "--reducer",
         None,
         "directory of a reducer (`imagesim reducer train`): also serve the reduced space",
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         limits = ImageLimits(
             max_bytes=int(args.max_image_mb * MiB),
+            max_decoded_bytes=int(args.max_decoded_mb * MiB),
             decode_budget_pixels=int(args.decode_budget_mpx * 1e6),
         )
         core = Embedder(runtime, batcher, limits, reducer, args.decode_threads, metrics)

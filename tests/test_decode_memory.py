@@ -128,7 +128,7 @@ def test_budget_refuses_after_the_wait_and_never_accepts_an_image_larger_than_it
     with pytest.raises(ResourceExhausted) as err:
         budget.reserve(30)
     assert err.value.reason == Reason.DECODE_BUDGET_EXHAUSTED.value
-    assert err.value.metadata == {"limit": "100", "pixels": "30"}
+    assert err.value.metadata == {"limit": "100"}
     held.release()
     with pytest.raises(InvalidArgument) as err:
         budget.reserve(101)
@@ -150,6 +150,8 @@ def test_many_concurrent_huge_pngs_leave_the_server_bounded_and_serving(tmp_path
         "float32",
         "--decode-budget-mpx",
         "100",
+        "--max-decoded-mb",
+        "200",  # let 160 MB images through (the default refuses them): the budget bounds them
     )
     process = psutil.Process(server.process.pid)
     peak = start = process.memory_info().rss
@@ -182,3 +184,9 @@ def test_many_concurrent_huge_pngs_leave_the_server_bounded_and_serving(tmp_path
         watcher.join()
         server.stop()
     assert peak - start < 1.5e9, (start, peak)
+
+
+def test_the_default_limit_refuses_the_8944_pixel_16_bit_png_from_its_header():
+    with pytest.raises(InvalidArgument, match="bytes decoded; the limit is 134,217,728") as err:
+        open_image(sixteen_bit_png(8944), SIZE, ImageLimits())
+    assert err.value.reason == Reason.IMAGE_TOO_LARGE.value
