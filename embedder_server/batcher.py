@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -25,6 +25,14 @@ from imagesim.errors import Unavailable
 log = logging.getLogger(__name__)
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
+QueuedFn = Callable[[float], None]
+
+
+class _Entry(NamedTuple):
+    item: np.ndarray
+    future: Future[np.ndarray]
+    enqueued: float  # time.monotonic() at submit
+
 
 _CLOSE = object()
 
@@ -32,10 +40,19 @@ _CLOSE = object()
 class AdaptiveBatcher:
     """Gathers single inputs into batches for `fn`, on one model thread."""
 
-    def __init__(self, fn: BatchFn, max_batch_size: int = 32, max_batch_time: float = 0.005):
+    def __init__(
+        self,
+        fn: BatchFn,
+        max_batch_size: int = 32,
+        max_batch_time: float = 0.005,
+        queued: QueuedFn | None = None,
+    ) -> None:
+        """`queued`, if given, is told each item's wait in the queue (seconds) as its model
+        call starts."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.fn = fn
+        self.queued = queued
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -51,7 +68,7 @@ class AdaptiveBatcher:
         with self._lock:
             if self._closed:
                 raise Unavailable("the embedder is shutting down")
-            self._queue.put((item, future))
+            self._queue.put(_Entry(item, future, time.monotonic()))
         return future
 
     def __call__(self, item: np.ndarray) -> np.ndarray:
@@ -66,9 +83,7 @@ class AdaptiveBatcher:
             self._queue.put(_CLOSE)
         self._thread.join(timeout)
 
-    def _collect(
-        self, first: tuple[np.ndarray, Future[np.ndarray]]
-    ) -> tuple[list[tuple[np.ndarray, Future[np.ndarray]]], bool]:
+    def _collect(self, first: _Entry) -> tuple[list[_Entry], bool]:
         batch = [first]
         # Wait for company only when there has been company: a lone caller (the last batch
         # held one item) runs at once with whatever is queued, without paying max_batch_time.
@@ -89,10 +104,14 @@ class AdaptiveBatcher:
             batch.append(entry)  # type: ignore[arg-type]
         return batch, False
 
-    def _run_batch(self, batch: list[tuple[np.ndarray, Future[np.ndarray]]]) -> None:
-        live = [(x, f) for x, f in batch if f.set_running_or_notify_cancel()]
+    def _run_batch(self, batch: list[_Entry]) -> None:
+        live = [(e.item, e.future) for e in batch if e.future.set_running_or_notify_cancel()]
         if not live:
             return
+        if self.queued is not None:
+            started = time.monotonic()
+            for entry in batch:
+                self.queued(started - entry.enqueued)
         try:
             outputs = self.fn(np.stack([x for x, _ in live]))
         except BaseException as exc:
@@ -134,6 +153,6 @@ class AdaptiveBatcher:
             except queue.Empty:
                 return
             if entry is not _CLOSE:
-                _, future = cast(tuple[np.ndarray, Future[np.ndarray]], entry)
+                future = cast(_Entry, entry).future
                 if future.set_running_or_notify_cancel():
                     future.set_exception(error)

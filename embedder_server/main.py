@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         if batch_ms is None:
             batch_ms = min(5.0, timings[1] * 1000 / 4)
         batcher = AdaptiveBatcher(
-            timed_model(runtime, metrics), args.max_batch_size, batch_ms / 1000
+            timed_model(runtime, metrics), args.max_batch_size, batch_ms / 1000, metrics.queued
         )
         limits = ImageLimits(
             max_bytes=int(args.max_image_mb * MiB),

@@ -2,8 +2,8 @@
 
 Fed by the core (embedder.Embedder calls the observer): images embedded / rejected by reason / in
 flight, for Embed and EmbedStream alike, and decode seconds; by `timed_model` around the model
-function the batcher calls: batch size and model seconds; and the model info (runtime and
-precision included). Queue-wait seconds (`queued`) are not fed yet.
+function the batcher calls: batch size and model seconds; by the batcher: each image's wait for
+its model call (`queued`); and the model info (runtime and precision included).
 """
 
 from __future__ import annotations

@@ -83,3 +83,16 @@ def test_a_lone_caller_does_not_wait_for_company():
     assert time.monotonic() - started < 2.0  # not 3 x 5 s
     assert model.batch_sizes == [1, 1, 1]
     batcher.close()
+
+
+def test_each_item_reports_its_wait_in_the_queue():
+    waits: list[float] = []
+    model = RecordingModel()
+    model.release.clear()  # hold the first batch so the next items wait
+    batcher = AdaptiveBatcher(model, max_batch_size=4, max_batch_time=0.0, queued=waits.append)
+    futures = [batcher.submit(np.full(1, i, dtype=np.float32)) for i in range(6)]
+    model.release.set()
+    for future in futures:
+        future.result(10)
+    batcher.close()
+    assert len(waits) == 6 and all(w >= 0 for w in waits)

@@ -132,6 +132,9 @@ def test_embedder_metrics_over_https_need_a_read_key(secure_embedder, pki, photo
     assert page.value("imagesim_embedder_images_in_flight") == 0
     assert page.value("imagesim_embedder_batch_size_count") >= 1
     assert page.value("imagesim_embedder_model_seconds_count") >= 1
+    # fed from inside the core and the batcher
+    assert page.value("imagesim_embedder_decode_seconds_count") >= 1
+    assert page.value("imagesim_embedder_queue_wait_seconds_count") >= 1
     info = next(s for s in page.samples if s.name == "imagesim_embedder_model_info")
     assert info.labels["precision"] == "float32" and info.labels["weights"] == "none"
     assert page.value("grpc_server_started_total", grpc_method="EmbedStream") >= 1
