@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS meta_by_key ON meta (key);
 """
-SQL_CHUNK = 500  # keys per IN (...) clause: below SQLite's bound-parameter limit
+SQL_CHUNK = 500
+# Page cache of each reader connection (one per handler thread): small, so a shard's memory
+# does not grow with the number of threads that have served a read.
+READER_CACHE_KIB = 512  # keys per IN (...) clause: below SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ItemStore:
         if db is None:
             db = self._connect()
             db.execute("PRAGMA query_only=1")
+            db.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             self._readers.db = db
             with self._lock:
                 self._reader_connections.append(db)

@@ -26,6 +26,7 @@ import io
 import json
 import random
 import shutil
+import statistics
 import threading
 import time
 from collections import Counter, defaultdict
@@ -178,9 +179,16 @@ class Soak:
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
-    def timed(self, op: str, fn: Callable[[], Any], expect: set[str] | None = None) -> Any:
+    def timed(
+        self,
+        op: str,
+        fn: Callable[[], Any],
+        expect: set[str] | None = None,
+        allow: set[str] | None = None,
+    ) -> Any:
         """Run one operation; record its latency and its error. `expect`: the codes a
-        hostile call must get (anything else is unexpected)."""
+        hostile call must get (anything else is unexpected); `allow`: codes a normal call may
+        also end with."""
         started = time.perf_counter()
         try:
             result = fn()
@@ -188,7 +196,7 @@ class Soak:
             with self.lock:
                 self.report.operations[op] += 1
                 self.report.errors[f"{op} {exc.code} {exc.reason}"] += 1
-                allowed = expect or set()
+                allowed = (expect or set()) | (allow or set())
                 if exc.code not in allowed and not (exc.code in OUTAGE_CODES and self.down):
                     self.report.unexpected.append(f"{op}: {exc}")
             raise
@@ -312,9 +320,10 @@ class Soak:
             if n in self.down:
                 return
             with IndexClient(self.addresses[n], timeout=15) as shard:
-                self.timed(
+                self.timed(  # idle-stream attacks may hold every stream slot: refused, not hung
                     "scan",
                     lambda: sum(len(p) for p in shard.scan(page_size=rng.randint(1, 300))),
+                    allow={"RESOURCE_EXHAUSTED"},
                 )
 
     def hostile(self, collection: Collection, embedder: EmbedderClient, rng: random.Random) -> None:
@@ -341,7 +350,11 @@ class Soak:
                     lambda: shard.add([ItemToAdd(f"t{i}", vector) for i in range(5000)]),
                     invalid,
                 ),
-                ("huge-page", lambda: list(shard.scan(page_size=10**7)), invalid),
+                (
+                    "huge-page",
+                    lambda: list(shard.scan(page_size=10**7)),
+                    {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"},
+                ),
                 (
                     "huge-pixels",
                     lambda: embedder.embed(self.bomb),
@@ -417,18 +430,28 @@ class Soak:
                 thread.start()
             fault_thread = threading.Thread(target=self.faults, name="soak-faults")
             fault_thread.start()
-            # Warm: after the key pools have filled and the first restart is over.
+            # Warm: after the key pools have filled and the first restart is over. RSS is
+            # sampled every second from then on; "warm" and "end" are the medians of the first
+            # and last five samples (a build's transient peak is not growth).
             self.stop.wait(self.seconds * 0.45)
-            warm = self.rss()
             warm_pids = self.pids()
-            self.stop.wait(max(0.0, self.seconds - (time.monotonic() - started)))
+            samples: list[dict[str, float]] = []
+            while not self.stop.wait(1.0):
+                samples.append(self.rss())
+                if time.monotonic() - started >= self.seconds:
+                    break
             self.stop.set()
             for thread in [*threads, fault_thread]:
                 thread.join(120)
             self.report.seconds = time.monotonic() - started
-            end, end_pids = self.rss(), self.pids()
+            end_pids = self.pids()
             self.report.rss_mb = {  # processes that lived from warm-up to the end
-                k: (warm[k], end[k]) for k in warm if k in end and warm_pids[k] == end_pids[k]
+                name: (
+                    statistics.median(s[name] for s in samples[:5] if name in s),
+                    statistics.median(s[name] for s in samples[-5:] if name in s),
+                )
+                for name in warm_pids
+                if warm_pids[name] == end_pids[name] and all(name in s for s in samples)
             }
             self.check()
         finally:
