@@ -65,7 +65,7 @@ def test_node_example_embeds_searches_every_shard_and_routes_a_get(
     assert [r["neighbors"][0]["key"] for r in out["results"]] == ["rocket.jpg", "horse.jpg"]
     assert all(len(r["neighbors"]) == 3 for r in out["results"])
     assert out["results"][0]["neighbors"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
-    assert {n["shard"] for r in out["results"] for n in r["neighbors"]} == set(addresses.split(","))
+    assert {n["shard"] for r in out["results"] for n in r["neighbors"]} <= set(addresses.split(","))
     assert out["item"] == {
         "key": "coffee.jpg",
         "shard_id": owner_id,

@@ -8,7 +8,9 @@ finish for `grace_seconds`, then run the process's own clean-up (drain batcher, 
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -193,6 +195,26 @@ class GrpcServer:
         log.info("stopped")
 
 
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's malloc arenas before the handler threads start. By default each thread may
+    get its own arena (up to 8 per core) that keeps freed memory: a shard under 8 clients sat
+    at ~320 MB RSS and swung by 150 MB; with 2 arenas, ~210 MB and steady (same load, measured
+    in one run). MALLOC_ARENA_MAX in the environment wins; no-op off glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_ARENA_MAX, arenas)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
 def run_server(
     settings: ServerSettings,
     service_name: str,
@@ -205,6 +227,7 @@ def run_server(
 
     An ImagesimError from `load` (weights unavailable, wrong layout, ...) is logged and the
     process exits with code 2: the message says what to fix."""
+    limit_malloc_arenas()
     server = GrpcServer(settings, {service_name: register}, collectors)
     server.install_signal_handlers()
     server.start()
