@@ -34,9 +34,8 @@ def as_vector(values: object, dims: int, metric: Metric, what: str = "vector") -
             reason=Reason.VECTOR_NOT_FINITE,
             metadata={"limit": f"{MAX_ABS_VALUE:g}"},
         )
-    if metric is Metric.ANGULAR and float(np.linalg.norm(vector.astype(np.float64))) < (
-        MIN_ANGULAR_NORM
-    ):
+    # |x| <= 1e15 keeps the float32 square sum finite; a subnormal one underflows to 0.
+    if metric is Metric.ANGULAR and float(np.dot(vector, vector)) < MIN_ANGULAR_NORM**2:
         raise InvalidArgument(
             f"{what} is all zeros (or nearly): it has no direction (angular metric)",
             reason=Reason.VECTOR_ZERO,
@@ -50,7 +49,7 @@ def distances(matrix: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarr
     m = np.asarray(matrix, dtype=np.float64)
     q = np.asarray(query, dtype=np.float64)
     if metric is Metric.ANGULAR:
-        norms = np.linalg.norm(m, axis=1) * np.linalg.norm(q)
+        norms = np.sqrt(np.einsum("ij,ij->i", m, m) * float(q @ q))
         cos = (m @ q) / np.where(norms > 0, norms, 1.0)
         angular: np.ndarray = np.sqrt(np.clip(2.0 - 2.0 * cos, 0.0, None))
         return angular
