@@ -102,6 +102,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 max_image_pixels=core.limits.max_pixels,
                 decode_budget_pixels=core.limits.decode_budget_pixels,
                 streams=self.stream_limits,
+                max_decoded_bytes=core.limits.max_decoded_bytes,
+                decode_wait=protocol.duration(core.limits.decode_wait_seconds),
             ),
             images_embedded=core.images_embedded,
             notes=list(info.notes),

@@ -47,6 +47,8 @@ def test_info_reports_untrained_model(embedder):
     )
     assert info.limits.max_image_bytes == 32 * 1024 * 1024 and info.limits.max_image_pixels > 0
     assert info.limits.decode_budget_pixels == 200_000_000
+    assert info.limits.max_decoded_bytes == 128 * 1024 * 1024
+    assert info.limits.decode_wait.seconds == 2
     # batch time auto: a quarter of the measured batch-1 time, at most 5 ms
     assert info.max_batch_size == 16 and 0 < info.max_batch_time.ToMicroseconds() <= 5000
     assert any("runtime auto: OpenVINO supports this CPU" in note for note in info.notes)
