@@ -126,6 +126,14 @@ class Program:
         if self.parser is None:
             return None, []
         argv = self.without_pending(argv)
+        known = self.long_flags()
+        inexact = [
+            t.split("=", 1)[0]
+            for t in argv
+            if t.startswith("--") and t.split("=", 1)[0] not in known
+        ]
+        if inexact:  # argparse would take a prefix of a longer flag: deploy files spell it out
+            return None, [f"{self.name}: {', '.join(inexact)}: not a flag (spell flags out)"]
         stderr = io.StringIO()
         clean = {k: v for k, v in os.environ.items() if not k.startswith("IMAGESIM_")}
         with mock.patch.dict(os.environ, clean, clear=True), contextlib.redirect_stderr(stderr):

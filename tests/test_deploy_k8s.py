@@ -225,7 +225,7 @@ BREAKAGES = {
     ),
     "unknown flag": (
         lambda d: _index_args(d).append("--shards-id=x"),
-        "unrecognized arguments: --shards-id=x",
+        "--shards-id: not a flag",
     ),
     "bad flag value": (
         lambda d: _index_args(d).append("--dims=many"),
