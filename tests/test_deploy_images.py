@@ -411,6 +411,14 @@ def test_the_client_variables_are_the_ones_the_library_reads():
     assert all(f'os.environ.get("{name}"' in cli for name in CLI_ENV)
 
 
+def test_the_readme_says_these_files_are_not_built_here():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
+    assert "cannot be built or run here" in section
+    for path in ("deploy/Dockerfile", "deploy/compose.yaml", "deploy/k8s"):
+        assert path in section
+
+
 def test_dockerfile_paths_exist():
     for path in ("Dockerfile", "Dockerfile.dockerignore", "compose.yaml", "healthcheck.py"):
         assert (DEPLOY / path).is_file()

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""The capacity model: what 1M, 10M and 100M images cost, on paper, from measured figures.
+
+    python deploy/capacity.py                   # the tables in README.md (Scaling out)
+    python deploy/capacity.py --host-gib 128 --shard-pod-gib 28
+
+Every input below names its source: /work/shared/FACTS.md-derived figures as quoted in the
+README, README's Performance section, or deploy/measured/*.json (written by
+deploy/measure_shard.py: a real shard process, 100 trees, built from fully staged items).
+tests/test_capacity.py checks that README.md holds exactly this script's output, so the README
+numbers are never typed by hand.
+
+Model, per collection size and index layout:
+- embedding cost = images / (images per second per core) / 3600 core-hours;
+- a shard pod's memory must hold the measured build peak (intercept + slope x items, a
+  least-squares line through the measurements) at 90% of its limit, which fixes the items per
+  shard; shards = images / items per shard; hosts = shards / pods per host;
+- steady RAM = the Annoy (or projected generation) files, which searches keep in page cache;
+- query p50 = decode + embed (batch 1) + one shard's search (measured through gRPC, growing
+  with log2 of the shard's size as measured) + the client's cost per shard call, paid once per
+  shard by the one client process that fans out;
+- rebuild = measured build time scaled by n log n (Annoy's tree building).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MEASURED = HERE / "measured"
+MiB = 1024**2
+GiB = 1024**3
+SIZES = (1_000_000, 10_000_000, 100_000_000)
+POD_USABLE = 0.9  # a shard's build peak may use 90% of its pod's memory limit
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An embedding runtime's end-to-end throughput (decode + model) per CPU core."""
+
+    name: str
+    images_per_second_per_core: float
+    source: str
+
+
+# Throughput with JPEG decode on the same cores (sources quoted; the CPUs differ, see FACTS.md).
+DECODE_SECONDS = 0.0027  # README Performance: "JPEG decode + resize ~2.7 ms per 500x375 photo"
+RUNTIMES = (
+    Runtime(
+        "OpenVINO bf16, Intel Xeon with AMX",
+        75 / 2,
+        "FACTS.md: OpenVINO bf16 batch 32 with Pillow decode + resize in the same loop, "
+        "~75 img/s on 2 cores",
+    ),
+    Runtime(
+        "OpenVINO float32, Intel Xeon",
+        1 / (2 / 25.4 + DECODE_SECONDS),
+        "derived: FACTS.md OpenVINO f32 batch 32 25.4 img/s on 2 cores (model only) + README "
+        "decode 2.7 ms per image",
+    ),
+    Runtime(
+        "TensorFlow float32, AMD EPYC AVX2",
+        8.8 / 2,
+        "README Performance: bulk `imagesim dump` 8.8 img/s on 2 cores (decode, gRPC, model)",
+    ),
+)
+# GPU: an ESTIMATE, not a measurement: InceptionV3 costs 11.4 GFLOP per image (FACTS.md); a
+# T4-class GPU peaks at 65 TFLOP/s in fp16; assume 25% of peak is reached. Decode stays on CPU.
+GPU_FLOP_PER_IMAGE = 11.4e9
+GPU_PEAK_FLOPS = 65e12
+GPU_UTILISATION = 0.25
+
+# Query path (p50, one query image), sources quoted.
+EMBED_BATCH1_MS = 10.4  # FACTS.md: OpenVINO IR process, batch 1 p50 10.4 ms (Xeon AMX, bf16)
+CALL_OVERHEAD_MS = 0.29  # FACTS.md: gRPC unary round trip on loopback, empty message
+# What the cheaper layouts cost in neighbours (untrained weights: re-measure with yours).
+PCA_256_RECALL = 0.807  # README Reduced space: exact recall@10 of PCA 256 vs the full space
+PROJECTED_RECALL = 0.959  # README Performance: --project-dims 256, 3,000 real-photo vectors
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One way to index the vectors, with its measured per-shard costs."""
+
+    name: str
+    stored_dims: int  # dims of the vectors the shards store
+    measured_file: str
+    file_key: str  # "annoy_file_mib" or "generation_mib": what searches keep in page cache
+
+    def rows(self) -> list[dict[str, float]]:
+        rows: list[dict[str, float]] = json.loads((MEASURED / self.measured_file).read_text())[
+            "results"
+        ]
+        return rows
+
+
+LAYOUTS = (
+    Layout("2048-d, Annoy", 2048, "shard-2048d.json", "annoy_file_mib"),
+    Layout("2048-d, --project-dims 256", 2048, "shard-2048d-project-256.json", "generation_mib"),
+    Layout("256-d reduced space (PCA)", 256, "shard-256d.json", "annoy_file_mib"),
+)
+
+
+def line_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return my - slope * mx, slope
+
+
+@dataclass(frozen=True)
+class ShardCosts:
+    build_peak_intercept: float  # bytes
+    build_peak_per_item: float  # bytes
+    page_cache_per_item: float  # bytes: the files searches read
+    disk_per_item: float  # bytes: data directory (SQLite + generation)
+    search_ms_at: tuple[float, float]  # (items, p50 ms) of the largest measurement
+    search_ms_per_doubling: float
+    build_seconds_at: tuple[float, float]  # (items, seconds) of the largest measurement
+
+    @classmethod
+    def of(cls, layout: Layout) -> ShardCosts:
+        rows = layout.rows()
+        items = [r["items"] for r in rows]
+        intercept, slope = line_fit(items, [r["peak_rss_mib"] * MiB for r in rows])
+        largest = max(rows, key=lambda r: r["items"])
+        smallest = min(rows, key=lambda r: r["items"])
+        doublings = math.log2(largest["items"] / smallest["items"])
+        growth = (largest["search_p50_ms"] - smallest["search_p50_ms"]) / doublings
+        return cls(
+            build_peak_intercept=intercept,
+            build_peak_per_item=slope,
+            page_cache_per_item=largest[layout.file_key] * MiB / largest["items"],
+            disk_per_item=largest["data_dir_mib"] * MiB / largest["items"],
+            search_ms_at=(largest["items"], largest["search_p50_ms"]),
+            search_ms_per_doubling=max(0.0, growth),
+            build_seconds_at=(largest["items"], largest["build_seconds"]),
+        )
+
+    def items_per_pod(self, pod_bytes: float) -> int:
+        """Most items whose build peak fits in POD_USABLE of the pod (rounded down to 5,000)."""
+        items = (POD_USABLE * pod_bytes - self.build_peak_intercept) / self.build_peak_per_item
+        return max(0, int(items) // 5000 * 5000)
+
+    def build_peak(self, items: int) -> float:
+        return self.build_peak_intercept + self.build_peak_per_item * items
+
+    def disk(self, items: int) -> float:
+        """The data volume during a build: items + the live and the new generation."""
+        return items * (self.disk_per_item + self.page_cache_per_item)
+
+    def search_ms(self, items: int) -> float:
+        at_items, at_ms = self.search_ms_at
+        return at_ms + self.search_ms_per_doubling * max(0.0, math.log2(items / at_items))
+
+    def rebuild_seconds(self, items: int) -> float:
+        at_items, at_seconds = self.build_seconds_at
+        return at_seconds * (items * math.log(items)) / (at_items * math.log(at_items))
+
+
+@dataclass(frozen=True)
+class Hosts:
+    host_gib: float = 64
+    reserved_gib: float = 8  # OS, kubelet, page cache for SQLite
+    shard_pod_gib: float = 14
+
+    @property
+    def pods_per_host(self) -> int:
+        return int((self.host_gib - self.reserved_gib) // self.shard_pod_gib)
+
+    @property
+    def usable_bytes(self) -> float:
+        return (self.host_gib - self.reserved_gib) * GiB
+
+
+def human_bytes(value: float) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB)):
+        if value >= size:
+            return (
+                f"{value / size:,.1f} {unit}"
+                if value < 100 * size
+                else f"{value / size:,.0f} {unit}"
+            )
+    return f"{value:,.0f} B"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def embedding_table() -> list[str]:
+    gpu_rate = GPU_PEAK_FLOPS * GPU_UTILISATION / GPU_FLOP_PER_IMAGE
+    header = [
+        "images",
+        *[f"{r.name} ({r.images_per_second_per_core:.1f} img/s/core)" for r in RUNTIMES],
+    ]
+    header.append(f"GPU ESTIMATE ({gpu_rate:,.0f} img/s/GPU) + decode cores")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in SIZES:
+        cells = [f"{n:,}"]
+        cells += [f"{n / r.images_per_second_per_core / 3600:,.0f} core-h" for r in RUNTIMES]
+        cells.append(f"{n / gpu_rate / 3600:,.1f} GPU-h + {n * DECODE_SECONDS / 3600:,.1f} core-h")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One collection size on one layout: shards, hosts, latency and rebuild time."""
+
+    images: int
+    layout: Layout
+    costs: ShardCosts
+    items_per_shard: int  # capacity of one shard pod
+    shards: int
+    hosts: int
+    hosts_steady: int  # if only the index files had to fit (no build peak)
+    query_ms: float
+    fan_out_ms: float  # the part of query_ms spent issuing one call per shard
+    rebuild_seconds: float
+
+    @classmethod
+    def of(cls, images: int, layout: Layout, hosts: Hosts) -> Plan:
+        costs = ShardCosts.of(layout)
+        per_shard = costs.items_per_pod(hosts.shard_pod_gib * GiB)
+        shards = math.ceil(images / per_shard)
+        shard_items = math.ceil(images / shards)
+        fan_out = CALL_OVERHEAD_MS * shards
+        return cls(
+            images=images,
+            layout=layout,
+            costs=costs,
+            items_per_shard=per_shard,
+            shards=shards,
+            hosts=math.ceil(shards / hosts.pods_per_host),
+            hosts_steady=math.ceil(images * costs.page_cache_per_item / hosts.usable_bytes),
+            query_ms=DECODE_SECONDS * 1000
+            + EMBED_BATCH1_MS
+            + costs.search_ms(shard_items)
+            + fan_out,
+            fan_out_ms=fan_out,
+            rebuild_seconds=costs.rebuild_seconds(shard_items),
+        )
+
+
+def serving_table(hosts: Hosts) -> list[str]:
+    header = [
+        "images",
+        "layout",
+        "vectors",
+        "index files (page cache)",
+        "items / shard",
+        "shards",
+        f"hosts ({hosts.host_gib:g} GiB)",
+        "hosts if only index files counted",
+        "query p50",
+        "rebuild / shard",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in SIZES:
+        for layout in LAYOUTS:
+            plan = Plan.of(n, layout, hosts)
+            cells = [
+                f"{n:,}",
+                layout.name,
+                human_bytes(n * layout.stored_dims * 4),
+                human_bytes(n * plan.costs.page_cache_per_item),
+                f"{plan.items_per_shard:,}",
+                f"{plan.shards:,}",
+                f"{plan.hosts:,}",
+                f"{plan.hosts_steady:,}",
+                f"{plan.query_ms:.0f} ms",
+                human_seconds(plan.rebuild_seconds),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def changes(hosts: Hosts) -> list[str]:
+    """What changes from one size to the next, from the plans (no number typed by hand)."""
+    full, projected, reduced = LAYOUTS
+    lines = []
+    for n in SIZES:
+        f, p, r = (Plan.of(n, layout, hosts) for layout in (full, projected, reduced))
+        text = (
+            f"- **{n:,} images**: 2048-d Annoy takes {f.shards} shards on {f.hosts} "
+            f"host{'s' if f.hosts > 1 else ''}, query p50 {f.query_ms:.0f} ms, of which "
+            f"{f.fan_out_ms:.0f} ms is the client calling every shard."
+        )
+        if f.hosts > 1:
+            text += (
+                f" `--project-dims 256` keeps the 2048-d vectors with an exact re-rank on "
+                f"{p.shards} shards ({p.hosts} hosts: a smaller build peak per item; recall@10 "
+                f"{PROJECTED_RECALL} on untrained real-photo vectors); the reduced 256-d space "
+                f"needs {r.shards} shards on {r.hosts} hosts ({r.query_ms:.0f} ms) but keeps "
+                f"only {PCA_256_RECALL} of the full space's top-10 (untrained weights): measure "
+                "both with your weights (`imagesim reducer eval`, `make bench`) first."
+            )
+        if f.fan_out_ms > f.query_ms / 2:
+            text += (
+                " The fan-out now dominates: fewer, larger shards (bigger hosts and pods: "
+                "`--host-gib`, `--shard-pod-gib`) or the reduced space cut it; shard calls "
+                "from several client processes would too."
+            )
+        if f.hosts > 2 * f.hosts_steady:
+            text += (
+                f" Hosts are sized by the build peak ({f.hosts} hosts; {f.hosts_steady} would "
+                "hold the index files): a build reads every item into memory."
+            )
+        lines.append(text)
+    return lines
+
+
+def sources(hosts: Hosts) -> list[str]:
+    lines = [
+        f"Hosts count shard pods only (Embedders and web pods come on top): shard pods of "
+        f"{hosts.shard_pod_gib:g} GiB, {hosts.pods_per_host} per "
+        f"{hosts.host_gib:g} GiB host ({hosts.reserved_gib:g} GiB left to the system); a "
+        f"shard's build peak may use {POD_USABLE:.0%} of its pod. Per item, from "
+        "deploy/measured/ (deploy/measure_shard.py, 100 trees, 2 shared cores):",
+        "",
+    ]
+    for layout in LAYOUTS:
+        c = ShardCosts.of(layout)
+        lines.append(
+            f"- {layout.name}: build peak {c.build_peak_intercept / MiB:,.0f} MiB + "
+            f"{c.build_peak_per_item:,.0f} B/item; index files {c.page_cache_per_item:,.0f} "
+            f"B/item; data volume {c.disk_per_item:,.0f} B/item; search p50 through gRPC "
+            f"{c.search_ms_at[1]:.2f} ms at {c.search_ms_at[0]:,.0f} items "
+            f"(+{c.search_ms_per_doubling:.2f} ms per doubling); build "
+            f"{c.build_seconds_at[1]:.0f} s at {c.build_seconds_at[0]:,.0f} items."
+        )
+    lines += [
+        f"- Query p50 = decode {DECODE_SECONDS * 1000:.1f} ms (README) + embed batch 1 "
+        f"{EMBED_BATCH1_MS} ms (FACTS.md, OpenVINO bf16) + one shard's search + "
+        f"{CALL_OVERHEAD_MS} ms per shard called (FACTS.md loopback round trip; one client "
+        "process issues every call). Network latency between hosts is not included.",
+    ]
+    lines += [f"- {r.name}: {r.source}." for r in RUNTIMES]
+    lines.append(
+        f"- GPU: an estimate, not a measurement: {GPU_FLOP_PER_IMAGE / 1e9:.1f} GFLOP per "
+        f"image (FACTS.md) on a {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (fp16, T4-class) GPU at "
+        f"{GPU_UTILISATION:.0%} of peak; JPEG decode ({DECODE_SECONDS * 1000:.1f} ms per image) "
+        "stays on CPU cores."
+    )
+    return lines
+
+
+def report(hosts: Hosts) -> str:
+    lines = ["Embedding, CPU core-hours (one pass over the collection):", ""]
+    lines += embedding_table()
+    lines += ["", "Storing and serving:", ""]
+    lines += serving_table(hosts)
+    lines += ["", "What changes with size:", ""]
+    lines += changes(hosts)
+    lines += [""]
+    lines += sources(hosts)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host-gib", type=float, default=Hosts.host_gib)
+    parser.add_argument("--reserved-gib", type=float, default=Hosts.reserved_gib)
+    parser.add_argument("--shard-pod-gib", type=float, default=Hosts.shard_pod_gib)
+    args = parser.parse_args(argv)
+    hosts = Hosts(args.host_gib, args.reserved_gib, args.shard_pod_gib)
+    if hosts.pods_per_host < 1:
+        parser.error("a shard pod must fit on a host")
+    print(report(hosts), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
