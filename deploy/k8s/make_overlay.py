@@ -46,6 +46,8 @@ configMapGenerator:
     behavior: merge
     literals:
       - shards={shards}
+    options:
+      disableNameSuffixHash: true  # as in the base: Jobs refer to it by name
 """
 
 
