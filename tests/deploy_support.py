@@ -35,10 +35,6 @@ DEPLOY = ROOT / "deploy"
 # Used by deploy/ before this tree has it: (program, flag or "") -> where it comes from.
 PENDING: dict[tuple[str, str], str] = {
     ("imagesim-web", ""): "issue 11, branch web",
-    ("imagesim-embedder", "--runtime"): "branch embed (OpenVINO runtime)",
-    ("imagesim-embedder", "--model-cache"): "branch embed (OpenVINO runtime)",
-    ("imagesim-embedder", "--decode-budget-mpx"): "branch embed (decode budget)",
-    ("imagesim.embedder_server.runtimes.convert", ""): "branch embed (OpenVINO runtime)",
 }
 # Variables the client library reads (imagesim.channel.ChannelSecurity.from_env) and the CLI's
 # service addresses (client/cli.py); test_deploy_images checks this list against the code.

@@ -52,9 +52,9 @@ def test_the_embedder_pod_holds_the_model_and_the_decode_budget():
     budget_mpx = float(
         next(a for a in container["args"] if a.startswith("--decode-budget-mpx=")).split("=")[1]
     )
-    # embed branch README: the decode path peaks at ~8 bytes a pixel; a process loading the IR
-    # runs at ~400 MB RSS (FACTS.md: 246 MB at batch 1).
-    need = budget_mpx * 1e6 * 8 + 400e6
+    # README (Running the servers): the decode path peaks at ~8 bytes a pixel; README
+    # Performance: OpenVINO bf16 from the cached IR, RSS 505-516 MB after serving.
+    need = budget_mpx * 1e6 * 8 + 516e6
     assert need <= 0.9 * quantity(container["resources"]["limits"]["memory"])
 
 
@@ -78,7 +78,7 @@ def test_the_model_arithmetic():
     bigger = capacity.Plan.of(10_000_000, capacity.LAYOUTS[0], capacity.Hosts(128, 8, 28))
     assert bigger.shards < plan.shards and bigger.query_ms < plan.query_ms
     runtime = capacity.RUNTIMES[0]
-    assert 1_000_000 / runtime.images_per_second_per_core / 3600 == pytest.approx(7.4, abs=0.1)
+    assert 1_000_000 / runtime.images_per_second_per_core / 3600 == pytest.approx(4.9, abs=0.1)
 
 
 def test_the_script_prints_the_report():
