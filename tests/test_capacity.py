@@ -44,6 +44,13 @@ def test_the_shard_pods_are_sized_by_the_model():
     assert costs.build_peak(items) <= capacity.POD_USABLE * limit
     volume = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     assert costs.disk(items) <= quantity(volume)
+    # the figures quoted by hand beside the manifest and in the README's sizing paragraph
+    peak = f"{costs.build_peak_intercept / capacity.MiB:.0f} MiB + {costs.build_peak_per_item:,.0f}"
+    assert (
+        f"build peak {peak} B per item" in (DEPLOY / "k8s/base/index-statefulset.yaml").read_text()
+    )
+    assert f"{peak} bytes per 2048-d item" in " ".join((ROOT / "README.md").read_text().split())
+    assert f"pods hold {items:,} items each" in " ".join((ROOT / "README.md").read_text().split())
 
 
 def test_the_embedder_pod_holds_the_model_and_the_decode_budget():
