@@ -64,6 +64,7 @@ def annoy_node_bytes(dims: int, metric: Metric) -> int:
 PROJECTION_FILE = "projection.npz"
 VECTORS_FILE = "vectors.npy"
 PROJECTION_SAMPLE = 10_000  # rows used to fit the PCA
+PROJECT_CHUNK = 4096  # rows projected at a time while filling the projected index
 
 
 def check_projection(metric: Metric) -> None:
@@ -257,71 +258,108 @@ def remove_stale(data_dir: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def build_generation(
-    data_dir: Path,
-    number: int,
-    items: Iterable[tuple[str, int, np.ndarray]],
-    dims: int,
-    metric: Metric,
-    trees: int,
-    project_dims: int = 0,
-) -> Generation:
-    """Build generation `number` from (key, seq, vector) items: written under
+class GenerationBuilder:
+    """Builds generation `number` of `count` items: `fill` takes the (key, seq, vector) items
+    of one snapshot, `finish` builds the trees and writes everything under
     generations/.tmp-gen-N, fsynced, renamed to generations/gen-N and loaded back
     (memory-mapped). It is not live until `publish` names it in CURRENT.
-    """
-    started = time.perf_counter()
-    root = data_dir / GENERATIONS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"gen-{number:06d}"
-    tmp = root / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
 
-    keys: list[str] = []
-    seqs: list[int] = []
-    rows: list[np.ndarray] = []
-    for key, seq, vector in items:
-        keys.append(key)
-        seqs.append(seq)
-        rows.append(vector)
-    vectors = np.stack(rows).astype(np.float32) if rows else np.empty((0, dims), np.float32)
-    del rows
-    indexed = vectors
-    if project_dims and len(keys) > 1:
-        projection = Projection.fit(vectors, min(project_dims, dims), metric)
-        projection.save(tmp / PROJECTION_FILE)
-        with open(tmp / VECTORS_FILE, "wb") as f:
-            np.save(f, vectors)
-            f.flush()
-            os.fsync(f.fileno())
-        indexed = projection(vectors)
-    annoy = AnnoyIndex(indexed.shape[1], metric.value)
-    annoy.set_seed(number)  # reproducible builds
-    for i, vector in enumerate(indexed):
-        annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
-    annoy.build(trees, n_jobs=-1)
-    annoy.save(str(tmp / INDEX_FILE))
-    annoy.unload()
-    _fsync_path(tmp / INDEX_FILE)
-    _write_json(tmp / "items.json", {"keys": keys, "seqs": seqs})
-    build_seconds = time.perf_counter() - started
-    meta = {
-        "number": number,
-        "dims": dims,
-        "metric": metric.value,
-        "trees": trees,
-        "count": len(keys),
-        "project_dims": int(indexed.shape[1]) if indexed is not vectors else 0,
-        "built_at": time.time(),
-        "build_seconds": build_seconds,
-    }
-    _write_json(tmp / "meta.json", meta)
-    _fsync_path(tmp)
-    final = root / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    _fsync_path(root)
-    generation = Generation.load(final, dims, metric)
-    log.info("generation %d: %d items, %d trees, %.2f s", number, len(keys), trees, build_seconds)
-    return generation
+    Memory: vectors stream from the store into Annoy's on-disk build (with a projection, first
+    into the memory-mapped vectors file), never into a list or a stacked copy; what stays in
+    memory is the keys and Annoy's tree construction. The snapshot can be closed before
+    `finish`, so a long build does not hold the store's read transaction.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        number: int,
+        count: int,
+        dims: int,
+        metric: Metric,
+        project_dims: int = 0,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.number, self.count, self.dims, self.metric = number, count, dims, metric
+        self.root = data_dir / GENERATIONS
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.name = f"gen-{number:06d}"
+        self.tmp = self.root / f".tmp-{self.name}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.keys: list[str] = []
+        self.seqs: list[int] = []
+        self.projection: Projection | None = None
+        self.project_dims = project_dims if count > 1 else 0
+        self.annoy: AnnoyIndex | None = None
+
+    def _annoy(self, dims: int) -> AnnoyIndex:
+        annoy = AnnoyIndex(dims, self.metric.value)
+        annoy.set_seed(self.number)  # reproducible builds
+        annoy.on_disk_build(str(self.tmp / INDEX_FILE))  # written as it builds: no save
+        return annoy
+
+    def fill(self, items: Iterable[tuple[str, int, np.ndarray]]) -> None:
+        if self.project_dims:
+            path = self.tmp / VECTORS_FILE
+            full = np.lib.format.open_memmap(
+                path, mode="w+", dtype=np.float32, shape=(self.count, self.dims)
+            )
+            for i, (key, seq, vector) in enumerate(items):
+                self.keys.append(key)
+                self.seqs.append(seq)
+                full[i] = vector
+            self._check_count()
+            full.flush()
+            _fsync_path(path)
+            self.projection = Projection.fit(full, min(self.project_dims, self.dims), self.metric)
+            self.projection.save(self.tmp / PROJECTION_FILE)
+            self.annoy = self._annoy(self.projection.output_dims)
+            for start in range(0, self.count, PROJECT_CHUNK):
+                for j, row in enumerate(self.projection(full[start : start + PROJECT_CHUNK])):
+                    self.annoy.add_item(start + j, row)
+            del full
+            return
+        self.annoy = self._annoy(self.dims)
+        for i, (key, seq, vector) in enumerate(items):
+            self.keys.append(key)
+            self.seqs.append(seq)
+            self.annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
+        self._check_count()
+
+    def _check_count(self) -> None:
+        if len(self.keys) != self.count:
+            raise RuntimeError(f"the snapshot held {len(self.keys)} items, not {self.count}")
+
+    def finish(self, trees: int) -> Generation:
+        assert self.annoy is not None, "fill() first"
+        self.annoy.build(trees, n_jobs=-1)
+        self.annoy.unload()
+        _fsync_path(self.tmp / INDEX_FILE)
+        _write_json(self.tmp / "items.json", {"keys": self.keys, "seqs": self.seqs})
+        build_seconds = time.perf_counter() - self.started
+        meta = {
+            "number": self.number,
+            "dims": self.dims,
+            "metric": self.metric.value,
+            "trees": trees,
+            "count": len(self.keys),
+            "project_dims": self.projection.output_dims if self.projection else 0,
+            "built_at": time.time(),
+            "build_seconds": build_seconds,
+        }
+        _write_json(self.tmp / "meta.json", meta)
+        _fsync_path(self.tmp)
+        final = self.root / self.name
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(self.tmp, final)
+        _fsync_path(self.root)
+        generation = Generation.load(final, self.dims, self.metric)
+        log.info(
+            "generation %d: %d items, %d trees, %.2f s",
+            self.number,
+            len(self.keys),
+            trees,
+            build_seconds,
+        )
+        return generation

@@ -16,6 +16,7 @@ readers run beside the writer), so searches never wait for a write's fsync.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -243,15 +244,16 @@ class ItemStore:
     def key_seqs(self) -> dict[str, int]:
         return dict(self._reader().execute("SELECT key, seq FROM items").fetchall())
 
-    def iter_items(self) -> Iterator[StoredItem]:
-        """A consistent snapshot of all items in write order (own connection: safe to run
-        while writes go on)."""
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[tuple[int, Iterator[StoredItem]]]:
+        """(count, items in write order) of one consistent snapshot of the store, read lazily
+        on a connection of its own (safe while writes go on)."""
         reader = self._connect()
         try:
             reader.execute("BEGIN")
+            count = int(reader.execute("SELECT COUNT(*) FROM items").fetchone()[0])
             cursor = reader.execute("SELECT key, seq, vector, metadata FROM items ORDER BY seq")
-            for row in cursor:
-                yield _row_item(row)
+            yield count, (_row_item(row) for row in cursor)
             reader.execute("COMMIT")
         finally:
             reader.close()

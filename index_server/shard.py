@@ -37,7 +37,7 @@ from imagesim.enums import Metric
 from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from imagesim.index_server.generation import (
     Generation,
-    build_generation,
+    GenerationBuilder,
     check_projection,
     current_generation,
     publish,
@@ -485,15 +485,17 @@ class Shard:
         return generation
 
     def _build_and_publish(self, trees: int) -> Generation | None:
-        items = [(i.key, i.seq, i.vector) for i in self.store.iter_items()]  # one snapshot
-        generation = None
-        if items:
-            number = int(self.store.layout().get("generation", "0")) + 1
-            self.store.set_layout({"generation": str(number)})  # numbers are never reused
-            generation = build_generation(
-                self.data_dir, number, items, self.dims, self.metric, trees, self.project_dims
-            )
-            del items
+        builder = None
+        with self.store.snapshot() as (count, stored):
+            if count:
+                number = int(self.store.layout().get("generation", "0")) + 1
+                self.store.set_layout({"generation": str(number)})  # numbers are never reused
+                builder = GenerationBuilder(
+                    self.data_dir, number, count, self.dims, self.metric, self.project_dims
+                )
+                builder.fill((i.key, i.seq, i.vector) for i in stored)
+        generation = builder.finish(trees) if builder is not None else None
+        if generation is not None:
             publish(self.data_dir, generation)  # a crash from here on restarts on it
         else:
             retire(self.data_dir)

@@ -172,11 +172,12 @@ def test_a_damaged_layout_record_is_a_clear_error(tmp_path):
 def test_a_failing_background_build_is_not_retried_on_every_write(tmp_path, monkeypatch):
     attempts: list[int] = []
 
-    def failing_build(*args, **kwargs):
-        attempts.append(1)
-        raise OSError("disk full")
+    class FailingBuilder:
+        def __init__(self, *args, **kwargs):
+            attempts.append(1)
+            raise OSError("disk full")
 
-    monkeypatch.setattr(shard_module, "build_generation", failing_build)
+    monkeypatch.setattr(shard_module, "GenerationBuilder", FailingBuilder)
     shard = open_shard(tmp_path, auto_build=5)
     data = vectors(40)
     for i in range(8):
