@@ -334,7 +334,9 @@ def changes(hosts: Hosts) -> list[str]:
         if f.hosts > 2 * f.hosts_steady:
             text += (
                 f" Hosts are sized by the build peak ({f.hosts} hosts; {f.hosts_steady} would "
-                "hold the index files): a build reads every item into memory."
+                "hold the index files): a build's peak counts the staged vectors (all items "
+                "are staged in memory until the first build) and the pages of the index file "
+                "Annoy writes."
             )
         lines.append(text)
     return lines
