@@ -12,10 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import ImageEnhance
-
 from imagesim.testing.launch import start_embedder, start_index
-from imagesim.testing.samples import photo, write_sample_photos
+from imagesim.testing.samples import write_held_out_cat, write_sample_photos
 
 WORK = Path(".demo")
 
@@ -35,13 +33,8 @@ def main() -> None:
     photos = WORK / "photos"
     written = write_sample_photos(photos)
     print(f"wrote {len(written)} sample photos (scikit-image data + near-duplicates) to {photos}")
-    # The query is a photo the index has not seen: the cat, cropped differently, a little
-    # brighter, saved at another JPEG quality.
-    query = WORK / "query" / "cat_recropped.jpg"
-    query.parent.mkdir()
-    cat = photo("chelsea")
-    recropped = cat.crop((30, 0, cat.width, cat.height - 20))
-    ImageEnhance.Brightness(recropped).enhance(1.08).save(query, quality=80)
+    # The query is a photo the index has not seen (the cat, re-cropped and brighter).
+    query = write_held_out_cat(WORK / "query" / "cat_recropped.jpg")
 
     print(f"starting the embedder (weights={args.weights}) ...", flush=True)
     try:
