@@ -12,7 +12,7 @@ SOAK_SECONDS  ?= 180
 STAMP   := $(VENV)/.installed
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: install protos serve demo test test-fast lint typecheck soak bench clean
+.PHONY: install protos serve demo web browser test test-fast lint typecheck soak bench clean
 
 install: $(STAMP)
 
@@ -41,12 +41,20 @@ serve: protos
 demo: protos
 	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
 
-# Everything CI runs: lint, type check, the whole suite.
-test: lint typecheck $(NODE_STAMP)
+# Debian's Chromium and ChromeDriver for the browser tests, installed once (root, or sudo).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing chromium and chromium-driver (browser tests)"; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+# Everything CI runs: lint, type check, the whole suite (browser tests included).
+test: lint typecheck $(NODE_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The quick loop: skips the slow tests (recall at 25k, the soak, the benchmark smoke test).
-test-fast: protos $(NODE_STAMP)
+test-fast: protos $(NODE_STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: protos
