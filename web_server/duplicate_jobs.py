@@ -50,8 +50,11 @@ class DuplicateJobs:
         neighbours: int,
         timeout: float,
         keep: int = 4,
+        max_waiting: int = 8,
     ) -> None:
-        """`signature()` returns the collection's state and its item count."""
+        """`signature()` returns the collection's state and its item count. At most
+        `max_waiting` requests wait for a result at once (each holds a worker thread); more
+        get the progress at once."""
         self.collection = collection
         self.signature = signature
         self.neighbours = neighbours
@@ -62,6 +65,7 @@ class DuplicateJobs:
         self._running: _Job | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._waiting = threading.BoundedSemaphore(max_waiting)
 
     def get(self, max_distance: float, wait: float) -> DuplicateReport | Progress:
         """The groups at `max_distance`, or the progress of the computation under way (which
@@ -79,10 +83,14 @@ class DuplicateJobs:
                 job = self._start(threshold, signature, total)
         if job.max_distance != threshold:
             return job.progress  # the finder is busy with another threshold: that one's
+        waiting = self._waiting.acquire(blocking=False)  # else enough requests wait already
         try:
-            return job.future.result(timeout=wait)
+            return job.future.result(timeout=wait if waiting else 0)
         except WaitTimeout:
             return job.progress
+        finally:
+            if waiting:
+                self._waiting.release()
 
     def _start(self, threshold: float, signature: Signature, total: int) -> _Job:
         job = _Job(threshold, signature, Progress(threshold, 0, total))

@@ -3,8 +3,9 @@
 A thumbnail is keyed by the file's identity (device, inode, size, mtime), so an edited file
 gets a new one. The cache holds at most `max_bytes` of JPEG (least recently used out first).
 At most `workers` files are decoded at once (decoding a large PNG needs its full pixel
-buffer), concurrent requests for the same file wait for one decode, and a file over the pixel
-limit is refused from its header without being decoded.
+buffer) and at most `max_waiting` more requests wait for a decoder (each holds a thread; more
+get BUSY at once); concurrent requests for the same file wait for one decode, and a file over
+the pixel limit is refused from its header without being decoded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ThumbnailCache:
         max_pixels: int,
         max_file_bytes: int,
         wait_seconds: float = 30.0,
+        max_waiting: int = 16,
     ) -> None:
         self.root = root
         self.size = size
@@ -47,6 +49,8 @@ class ThumbnailCache:
         self.max_file_bytes = max_file_bytes
         self.wait_seconds = wait_seconds
         self._decoders = threading.BoundedSemaphore(workers)
+        # Requests waiting for a decoder each hold a worker thread: beyond this many, BUSY.
+        self._waiting_room = threading.BoundedSemaphore(workers + max_waiting)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, Thumbnail] = OrderedDict()
         self._bytes = 0
@@ -106,13 +110,18 @@ class ThumbnailCache:
                 f"{self.max_file_bytes:,}",
                 reason=Reason.IMAGE_TOO_LARGE,
             )
-        if not self._decoders.acquire(timeout=self.wait_seconds):
-            raise Unavailable("every thumbnail worker is busy", reason=WebReason.BUSY)
+        if not self._waiting_room.acquire(blocking=False):
+            raise Unavailable("too many thumbnails are waiting to be made", reason=WebReason.BUSY)
         try:
-            with os.fdopen(os.dup(fd), "rb") as file:
-                data = jpeg(picture(file, self.size, self.max_pixels))
+            if not self._decoders.acquire(timeout=self.wait_seconds):
+                raise Unavailable("every thumbnail worker is busy", reason=WebReason.BUSY)
+            try:
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    data = jpeg(picture(file, self.size, self.max_pixels))
+            finally:
+                self._decoders.release()
         finally:
-            self._decoders.release()
+            self._waiting_room.release()
         self.made += 1
         return Thumbnail(data, self.etag(ident))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from imagesim.client.collection import Collection
 from imagesim.client.duplicates import DuplicateReport
 from imagesim.client.index_client import ItemToAdd
-from imagesim.errors import PermissionDenied
+from imagesim.errors import PermissionDenied, Unavailable
 from imagesim.testing.samples import write_sample_photos
 from imagesim.testing.vectors import structured
 from imagesim.web.app import _signature
@@ -85,6 +86,28 @@ def test_many_callers_for_one_file_share_one_decode(root):
     assert cache.made == 1
 
 
+def test_requests_waiting_for_a_decoder_are_bounded(root):
+    cache = ThumbnailCache(
+        ImagesRoot(root), 128, 10**7, workers=1, max_pixels=80_000_000, max_file_bytes=10**8,
+        max_waiting=1,
+    )  # fmt: skip
+    cache._waiting_room.acquire()  # the one decoder is busy (as with a huge PNG) ...
+    cache._decoders.acquire()
+    waiting = threading.Thread(target=cache.get, args=("coffee.jpg",))
+    try:
+        waiting.start()
+        while cache._waiting_room._value:  # the waiting request has taken the other seat
+            time.sleep(0.01)
+        with pytest.raises(Unavailable) as busy:
+            cache.get("rocket.jpg")  # the room (1 decoding + 1 waiting) is full
+        assert busy.value.reason == "BUSY"
+    finally:
+        cache._decoders.release()  # ... and done
+        cache._waiting_room.release()
+        waiting.join()
+    assert cache.made == 1 and cache.get("rocket.jpg") is not None
+
+
 def test_the_root_refuses_keys_before_touching_files(root):
     images = ImagesRoot(root)
     for key in ("../x.jpg", "a/../../x.jpg", "/etc/hostname", "x\0.jpg", str(root.parent)):
@@ -118,6 +141,18 @@ def test_one_duplicate_search_at_a_time_and_results_reused_until_the_collection_
         assert isinstance(changed, DuplicateReport) and changed is not report
         assert changed.items == 4001
         assert any("late" in g.keys and "v00000" in g.keys for g in changed.groups)
+        # Waiting is for a few requests at a time: the others get the progress at once.
+        crowded = DuplicateJobs(
+            backend.collection, lambda: _signature(backend), 10, 60, max_waiting=1
+        )
+        first = threading.Thread(target=crowded.get, args=(0.8, 120))
+        first.start()
+        while crowded._waiting._value:  # the first request waits
+            time.sleep(0.01)
+        assert isinstance(crowded.get(0.8, wait=120), Progress)  # did not wait for the result
+        first.join()
+        assert isinstance(crowded.get(0.8, wait=120), DuplicateReport)
+        crowded.close()
         # Shutting down stops a search under way between two batches.
         assert isinstance(jobs.get(0.7, wait=0), Progress)
     finally:
