@@ -177,12 +177,12 @@ def worker(shards: list[str], threshold: float, neighbours: int, out: Path) -> N
     )
 
 
-def run(quick: bool, work: Path) -> DuplicatesResult:
+def run(quick: bool, work: Path, count: int = 25_000) -> DuplicatesResult:
     from imagesim.client.collection import Collection
     from imagesim.client.index_client import ItemToAdd
     from imagesim.testing.launch import start_index
 
-    count, dims, shard_count, sample = (1500, 256, 1, 300) if quick else (25_000, 2048, 2, 1000)
+    count, dims, shard_count, sample = (1500, 256, 1, 300) if quick else (count, 2048, 2, 1000)
     keys, vectors, groups = planted(count, dims)
     work.mkdir(parents=True, exist_ok=True)
     servers = []
@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> DuplicatesResult | None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(".bench/duplicates.json"))
     parser.add_argument("--work", type=Path, default=Path(".bench/duplicates"))
+    parser.add_argument(
+        "--count", type=int, default=25_000, help="items (default 25,000; to see how it scales)"
+    )
     parser.add_argument("--worker", metavar="SHARDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> DuplicatesResult | None:
         return None
     from bench.run import machine
 
-    result = run(args.quick, args.work)
+    result = run(args.quick, args.work, args.count)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {"quick": args.quick, "machine": machine(), **asdict(result)}
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -173,23 +173,19 @@ def create_app(settings: WebSettings) -> FastAPI:
         settings.duplicates_neighbours,
         settings.timeout,
     )
-    thumbnails: list[ThumbnailCache] = []  # made once the embedder's limits are known
 
-    def thumbnail_cache() -> ThumbnailCache:
-        if not thumbnails:
-            limits = backend.limits()
-            thumbnails.append(
-                ThumbnailCache(
-                    images,
-                    settings.thumbnail_size,
-                    settings.thumbnail_cache_bytes,
-                    settings.thumbnail_workers,
-                    max_pixels=limits.max_image_pixels,
-                    max_file_bytes=max(limits.max_image_bytes, settings.max_upload_bytes),
-                    wait_seconds=settings.timeout,
-                )
-            )
-        return thumbnails[0]
+    def thumbnail_limits() -> tuple[int, int]:
+        limits = backend.limits()
+        return max(limits.max_image_bytes, settings.max_upload_bytes), limits.max_image_pixels
+
+    thumbnails = ThumbnailCache(
+        images,
+        settings.thumbnail_size,
+        settings.thumbnail_cache_bytes,
+        settings.thumbnail_workers,
+        thumbnail_limits,
+        wait_seconds=settings.timeout,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -209,7 +205,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.backend = backend
-    app.state.thumbnail_cache = thumbnail_cache
+    app.state.thumbnails = thumbnails
     install_error_handlers(app)
 
     async def max_image_bytes() -> int:
@@ -366,7 +362,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         files under --images-root)."""
         if not backend.contains(key):
             raise NotFound(f"{key[:200]!r} is not in the collection")
-        made = thumbnail_cache().get(key, request.headers.get("if-none-match"))
+        made = thumbnails.get(key, request.headers.get("if-none-match"))
         headers = {"Cache-Control": "private, max-age=3600"}
         if made is None:
             return Response(status_code=304, headers=headers)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,18 +198,23 @@ class Backend:
             cached = self._readiness
         if cached is not None and time.monotonic() - cached[0] < READINESS_TTL_SECONDS:
             return cached[1], cached[2]
-        shards: dict[str, str] = {}
-        for client in self.collection.shards:
+
+        def state(call: Callable[[], object]) -> str:
             try:
-                client.stats(timeout=2.0)
-                shards[client.address] = "ok"
+                call()
+                return "ok"
             except ImagesimError as exc:
-                shards[client.address] = str(exc)
-        try:
-            self.embedder.info(timeout=2.0)
-            embedder = "ok"
-        except ImagesimError as exc:
-            embedder = str(exc)
+                return str(exc)
+
+        # All at once: a probe takes 2 s at most however many services are down.
+        with ThreadPoolExecutor(len(self.collection.shards) + 1) as pool:
+            asked = {
+                c.address: pool.submit(state, lambda c=c: c.stats(timeout=2.0))
+                for c in self.collection.shards
+            }
+            embedder_state = pool.submit(state, lambda: self.embedder.info(timeout=2.0))
+            shards = {address: future.result() for address, future in asked.items()}
+            embedder = embedder_state.result()
         with self._lock:
             self._readiness = (time.monotonic(), shards, embedder)
         return shards, embedder

@@ -14,6 +14,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as WaitTimeout
 from dataclasses import dataclass
@@ -37,16 +38,16 @@ class ThumbnailCache:
         size: int,
         max_bytes: int,
         workers: int,
-        max_pixels: int,
-        max_file_bytes: int,
+        limits: Callable[[], tuple[int, int]],
         wait_seconds: float = 30.0,
         max_waiting: int = 16,
     ) -> None:
+        """`limits()` gives the largest file (bytes) and image (pixels) to decode: the
+        embedder's, so a file it would refuse is not decoded here either."""
         self.root = root
         self.size = size
         self.max_bytes = max_bytes
-        self.max_pixels = max_pixels
-        self.max_file_bytes = max_file_bytes
+        self.limits = limits
         self.wait_seconds = wait_seconds
         self._decoders = threading.BoundedSemaphore(workers)
         # Requests waiting for a decoder each hold a worker thread: beyond this many, BUSY.
@@ -104,10 +105,11 @@ class ThumbnailCache:
             os.close(opened.fd)
 
     def _make(self, fd: int, size: int, key: str, ident: tuple) -> Thumbnail:
-        if size > self.max_file_bytes:
+        max_file_bytes, max_pixels = self.limits()
+        if size > max_file_bytes:
             raise InvalidArgument(
                 f"{key[:200]!r} is {size:,} bytes; thumbnails are made of files up to "
-                f"{self.max_file_bytes:,}",
+                f"{max_file_bytes:,}",
                 reason=Reason.IMAGE_TOO_LARGE,
             )
         if not self._waiting_room.acquire(blocking=False):
@@ -117,7 +119,7 @@ class ThumbnailCache:
                 raise Unavailable("every thumbnail worker is busy", reason=WebReason.BUSY)
             try:
                 with os.fdopen(os.dup(fd), "rb") as file:
-                    data = jpeg(picture(file, self.size, self.max_pixels))
+                    data = jpeg(picture(file, self.size, max_pixels))
             finally:
                 self._decoders.release()
         finally:
