@@ -9,10 +9,11 @@ DATA    ?= .data
 EMBEDDER_PORT ?= 50051
 INDEX_PORT    ?= 50061
 SOAK_SECONDS  ?= 180
+WEB_PORT      ?= 8080
 STAMP   := $(VENV)/.installed
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: install protos serve demo web browser test test-fast lint typecheck soak bench clean
+.PHONY: install protos serve demo web docs-images browser test test-fast lint typecheck soak bench clean
 
 install: $(STAMP)
 
@@ -36,10 +37,19 @@ serve: protos
 	$(BIN)/imagesim-index --port $(INDEX_PORT) --data $(DATA)/shard-0 --dims 2048 & index=$$!; \
 	$(BIN)/imagesim-embedder --port $(EMBEDDER_PORT) --weights $(WEIGHTS)
 
-# Installs, starts both servers, indexes real sample photos, queries one, prints the result.
+# Installs, starts both servers, indexes real sample photos, queries one, prints the result and
+# writes a contact sheet (.demo/result.png), lists the near-duplicate groups.
 # On a machine that cannot download the ImageNet weights: make demo WEIGHTS=none
 demo: protos
 	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
+
+# The demo, then the web page on http://127.0.0.1:$(WEB_PORT)/ until Ctrl-C.
+web: protos
+	$(BIN)/python examples/demo.py --weights $(WEIGHTS) --web --port $(WEB_PORT)
+
+# The pictures in docs/ (README): a contact sheet and the web page, made by the code itself.
+docs-images: protos browser
+	$(BIN)/python -m examples.docs_images
 
 # Debian's Chromium and ChromeDriver for the browser tests, installed once (root, or sudo).
 browser:
