@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +104,9 @@ def main() -> None:
         print(f"\nthe web page: {web.url}/")
         print(f"duplicates: {web.url}/duplicates   API docs: {web.url}/docs")
         print("Ctrl-C stops the web server and the services", flush=True)
+        # Ctrl-C (even where a shell started us with SIGINT ignored) and SIGTERM both stop.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             while web.process.poll() is None:
                 time.sleep(0.5)
