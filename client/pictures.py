@@ -11,7 +11,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
@@ -84,7 +84,7 @@ def _flatten(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: stretch the used range to 8 bits instead of clipping to white.
         wide = image.convert("I")
-        low, high = wide.getextrema()
+        low, high = cast(tuple[float, float], wide.getextrema())  # one band: (min, max)
         scale = 255.0 / max(1, high - low)
         return wide.point(lambda v: v * scale - low * scale).convert("L").convert("RGB")
     return image.convert("RGB")

@@ -7,6 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a benchmark smoke test (make test-fast skips it)
+
 
 def test_quick_duplicates_benchmark_agrees_with_the_exact_groups(tmp_path):
     out = tmp_path / "duplicates.json"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -209,7 +210,7 @@ class Backend:
         # All at once: a probe takes 2 s at most however many services are down.
         with ThreadPoolExecutor(len(self.collection.shards) + 1) as pool:
             asked = {
-                c.address: pool.submit(state, lambda c=c: c.stats(timeout=2.0))
+                c.address: pool.submit(state, partial(c.stats, timeout=2.0))
                 for c in self.collection.shards
             }
             embedder_state = pool.submit(state, lambda: self.embedder.info(timeout=2.0))

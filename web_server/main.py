@@ -7,15 +7,12 @@ serve -> on SIGTERM/SIGINT stop accepting connections, let requests in flight fi
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import socket
 import sys
-import tempfile
-from pathlib import Path
 
+from imagesim.serving.portfile import write_port_file
 from imagesim.serving.settings import configure_logging
 from imagesim.web.settings import WebSettings, parse_args
 
@@ -38,21 +35,6 @@ def bind(host: str, port: int) -> socket.socket:
         ) from None
     sock.set_inheritable(True)
     return sock
-
-
-def write_port_file(path: Path, host: str, port: int) -> None:
-    """{"host", "port", "pid"} as JSON, written whole or not at all (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": host, "port": port, "pid": os.getpid()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def serve(settings: WebSettings) -> None:

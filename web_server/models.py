@@ -100,7 +100,7 @@ class DuplicatesResponse(BaseModel):
     seconds: float = 0.0
     groups: list[DuplicateGroupModel] = []
     computing: float | None = Field(
-        None, description="while status is computing: the threshold being computed"
+        default=None, description="while status is computing: the threshold being computed"
     )
 
 

@@ -483,3 +483,47 @@ def test_sigterm_lets_an_upload_in_flight_finish_then_exits_cleanly(
     assert status == 200 and b"chelsea" in raw
     assert server.process.wait(30) == 0
     assert "stopped" in server.log_text()
+
+
+def test_the_web_server_reaches_secured_shards_with_a_read_key(
+    start_shard, pki, embedder_server, tmp_path: Path
+):
+    """Shards with TLS and API keys: the web server uses the client library's settings from
+    the environment (IMAGESIM_TLS_CA, IMAGESIM_API_KEY); a read key is all it needs."""
+    import numpy as np
+
+    from imagesim.client.collection import Collection
+    from imagesim.client.index_client import ItemToAdd
+    from imagesim.testing.web import WebProcess
+
+    shard = start_shard(8, *pki.server_args(), security=pki.security())
+    rng = np.random.default_rng(3)
+    base = rng.random(8, dtype=np.float32) + 0.1
+    items = [ItemToAdd("a.jpg", base), ItemToAdd("a_copy.jpg", base + 0.001)]
+    items += [ItemToAdd(f"k{i}.jpg", rng.random(8, dtype=np.float32) + 0.1) for i in range(20)]
+    with Collection([shard.address], security=pki.security("admin")) as admin:
+        admin.add(items)  # the first write records the layout: admin
+    servers = {}
+    for name, key in (("read", pki.keys["read"]), ("none", "")):
+        env = {"IMAGESIM_TLS_CA": str(pki.ca), "IMAGESIM_API_KEY": key}
+        server = WebProcess(
+            tmp_path / f"web-{name}.log", embedder_server.address, shard.address, tmp_path, env=env
+        )
+        server.wait_ready()
+        servers[name] = server
+    try:
+        with httpx.Client(base_url=servers["read"].url, timeout=60) as http:
+            assert http.get("/api/stats").json()["count"] == 22
+            similar = http.get("/api/similar", params={"key": "a.jpg", "k": 1}).json()
+            assert [n["key"] for n in similar["neighbors"]] == ["a_copy.jpg"]
+            groups = http.get("/api/duplicates", params={"max_distance": 0.01}).json()
+            assert [[m["key"] for m in g["members"]] for g in groups["groups"]] == [
+                ["a.jpg", "a_copy.jpg"]
+            ]  # Scan is a read call too
+        with httpx.Client(base_url=servers["none"].url, timeout=60) as http:
+            refused = http.get("/api/stats")
+            assert refused.status_code == 502  # the web server is misconfigured, not the caller
+            assert error_of(refused)["reason"] == "UNAUTHENTICATED_CALLER"
+    finally:
+        for server in servers.values():
+            server.stop()
