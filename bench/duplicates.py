@@ -266,13 +266,14 @@ def main(argv: list[str] | None = None) -> DuplicatesResult | None:
     if args.worker:
         worker(args.worker.split(","), THRESHOLD, NEIGHBOURS, args.out)
         return None
-    from bench.run import machine
+    from bench.common import Machine
 
     result = run(args.quick, args.work, args.count)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"quick": args.quick, "machine": machine(), **asdict(result)}
+    machine = Machine.detect()
+    record = {"quick": args.quick, "machine": asdict(machine), **asdict(result)}
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"machine: {record['machine']}")
+    print(f"machine: {machine.describe()}")
     print(describe(result))
     return result
 
