@@ -17,8 +17,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
 
-# The embedder's default pixel limit (decompression bombs): a picture over it is never decoded.
+# The embedder's default limits (decompression bombs): a picture over them is never decoded.
 DEFAULT_MAX_PIXELS = 80_000_000
+DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024
 
 BACKGROUND = (255, 255, 255)
 TILE_BACKGROUND = (238, 239, 241)
@@ -27,11 +28,24 @@ MUTED = (108, 117, 125)
 ACCENT = (13, 110, 253)
 
 
-def picture(source: Path | BinaryIO, box: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decoded_bytes(image: Image.Image) -> int:
+    """Bytes the decoded pixels take (16-bit and 32-bit modes count their width)."""
+    bits = {"I": 32, "F": 32, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}.get(image.mode, 8)
+    return image.width * image.height * len(image.getbands()) * bits // 8
+
+
+def picture(
+    source: Path | BinaryIO,
+    box: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> Image.Image:
     """An RGB copy of an image file that fits in `box` x `box` pixels.
 
-    Only the header is read before the size check (InvalidArgument IMAGE_TOO_MANY_PIXELS over
-    `max_pixels`); JPEGs are then decoded at the smallest scale that still covers the box.
+    Only the header is read before the size checks (InvalidArgument IMAGE_TOO_MANY_PIXELS over
+    `max_pixels`, IMAGE_TOO_LARGE if the pixels to decode would take more than
+    `max_decoded_bytes`); JPEGs are decoded at the smallest scale that still covers the box,
+    and that smaller size is what counts.
     EXIF orientation is applied and transparency laid on white. A file Pillow cannot read is
     InvalidArgument IMAGE_UNDECODABLE; a path that cannot be opened raises its OSError."""
     try:
@@ -44,6 +58,13 @@ def picture(source: Path | BinaryIO, box: int, max_pixels: int = DEFAULT_MAX_PIX
                     metadata={"limit": str(max_pixels)},
                 )
             image.draft("RGB", (box, box))
+            if decoded_bytes(image) > max_decoded_bytes:
+                raise InvalidArgument(
+                    f"the image's pixels would take {decoded_bytes(image):,} bytes decoded; "
+                    f"the limit is {max_decoded_bytes:,}",
+                    reason=Reason.IMAGE_TOO_LARGE,
+                    metadata={"limit": str(max_decoded_bytes)},
+                )
             upright = ImageOps.exif_transpose(image)
             upright.thumbnail((box, box), Image.Resampling.LANCZOS, reducing_gap=3.0)
             return _flatten(upright)

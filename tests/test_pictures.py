@@ -61,6 +61,13 @@ def test_a_bomb_is_refused_from_its_header_and_junk_is_undecodable():
         picture(io.BytesIO(bomb), 64, max_pixels=80_000_000)
     assert refused.value.reason == Reason.IMAGE_TOO_MANY_PIXELS
     assert refused.value.metadata == {"limit": "80000000"}
+    deep = png_claiming(8944, 8944, bits=16)  # 80 Mpx, but 160 MB of 16-bit pixels
+    with pytest.raises(InvalidArgument) as heavy:
+        picture(io.BytesIO(deep), 64)
+    assert heavy.value.reason == Reason.IMAGE_TOO_LARGE
+    # A big JPEG is decoded at a fraction of its size: that is what counts.
+    big = encoded(Image.new("RGB", (8000, 6000), (90, 120, 200)), "JPEG")
+    assert picture(big, 64, max_decoded_bytes=8 * 1024 * 1024).size == (64, 48)
     huge = png_claiming(50_000, 50_000)  # over Pillow's own limit: refused when opened
     for check in (lambda: image_size(huge), lambda: picture(io.BytesIO(huge), 64)):
         with pytest.raises(InvalidArgument) as refused:

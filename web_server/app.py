@@ -278,6 +278,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         return models.Limits(
             max_image_bytes=upload.max_image_bytes,
             max_image_pixels=upload.max_image_pixels,
+            from_embedder=upload.from_embedder,
             default_k=settings.default_k,
             max_k=settings.max_k,
             duplicates_distance=settings.duplicates_distance,

@@ -110,7 +110,8 @@ def test_more_like_this_items_and_stats(http, web_root):
         missing = http.get(path)
         assert missing.status_code == 404 and error_of(missing)["reason"] == "KEY_NOT_FOUND"
     limits = http.get("/api/limits").json()
-    assert limits["max_image_bytes"] == 32 * 1024 * 1024  # the embedder's own (Info)
+    assert limits["from_embedder"] is True  # read from the embedder's Info
+    assert limits["max_image_bytes"] == 32 * 1024 * 1024
     assert limits["max_image_pixels"] == 80_000_000
 
 
@@ -146,6 +147,8 @@ def test_uploads_that_are_not_images_get_their_reason(http):
         "notes.txt": (b"just some text", 415, "IMAGE_UNDECODABLE"),
         "empty.jpg": (b"", 400, "IMAGE_EMPTY"),
         "bomb.png": (png_claiming(20_000, 5_000), 413, "IMAGE_TOO_MANY_PIXELS"),
+        # Few enough pixels, but 160 MB of them decoded: the embedder refuses it.
+        "deep.png": (png_claiming(8944, 8944, bits=16), 413, "IMAGE_TOO_LARGE"),
         # A good header with its data cut: only the embedder finds out.
         "truncated.jpg": (whole[: len(whole) // 2], 415, "IMAGE_UNDECODABLE"),
     }
@@ -233,6 +236,7 @@ def hostile(embedder_server, web_root, tmp_path_factory):
     os.mkfifo(root / "fifo.jpg")
     (root / "folder.jpg").mkdir()
     (root / "bomb.png").write_bytes(png_claiming(20_000, 5_000))
+    (root / "deep.png").write_bytes(png_claiming(8944, 8944, bits=16))
     (root / "not_indexed.jpg").write_bytes((root / "sub" / "rocket.jpg").read_bytes())
     keys = [
         "../outside/secret.jpg",
@@ -244,6 +248,7 @@ def hostile(embedder_server, web_root, tmp_path_factory):
         "fifo.jpg",
         "folder.jpg",
         "bomb.png",
+        "deep.png",
         "gone.jpg",
         "sub/rocket.jpg",
         str(root / "sub" / "rocket.jpg"),
@@ -298,6 +303,8 @@ def test_special_files_missing_files_and_bombs_in_the_root(hostile):
             assert error_of(answer)["reason"] == "IMAGE_FILE_MISSING", key
         bomb = thumbnail(http, "bomb.png")
         assert bomb.status_code == 413 and error_of(bomb)["reason"] == "IMAGE_TOO_MANY_PIXELS"
+        deep = thumbnail(http, "deep.png")  # 80 Mpx of 16 bits: too much memory to decode
+        assert deep.status_code == 413 and error_of(deep)["reason"] == "IMAGE_TOO_LARGE"
         served = {}
         for key in ("sub/rocket.jpg", str(root / "sub" / "rocket.jpg"), "link_in.jpg"):
             answer = thumbnail(http, key)

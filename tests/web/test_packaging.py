@@ -46,7 +46,9 @@ def test_the_web_server_serves_without_the_embedder_and_index_packages(tmp_path:
                 time.sleep(0.05)
         with urllib.request.urlopen(url + "/api/limits", timeout=10) as answer:
             # The embedder is not there: the page still gets the default limits.
-            assert json.loads(answer.read())["max_image_bytes"] == 32 * 1024 * 1024
+            limits = json.loads(answer.read())
+            assert limits["from_embedder"] is False
+            assert limits["max_image_bytes"] == 32 * 1024 * 1024
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
