@@ -74,12 +74,21 @@ def picture(
         raise _undecodable(exc) from None
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from an encoded image's header (nothing decoded); InvalidArgument
-    IMAGE_UNDECODABLE if Pillow does not recognise it."""
+@dataclass(frozen=True)
+class Header:
+    """What an encoded image's header says (nothing decoded)."""
+
+    width: int
+    height: int
+    decoded_bytes: int  # its pixels in memory, at full size
+
+
+def image_header(data: bytes) -> Header:
+    """The header of an encoded image; InvalidArgument IMAGE_UNDECODABLE if Pillow does not
+    recognise it (IMAGE_TOO_MANY_PIXELS if it claims far more pixels than anything sane)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return image.size
+            return Header(image.width, image.height, decoded_bytes(image))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise _undecodable(exc) from None
 

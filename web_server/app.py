@@ -174,9 +174,10 @@ def create_app(settings: WebSettings) -> FastAPI:
         settings.timeout,
     )
 
-    def thumbnail_limits() -> tuple[int, int]:
+    def thumbnail_limits() -> tuple[int, int, int]:
         limits = backend.limits()
-        return max(limits.max_image_bytes, settings.max_upload_bytes), limits.max_image_pixels
+        file_bytes = max(limits.max_image_bytes, settings.max_upload_bytes)
+        return file_bytes, limits.max_image_pixels, limits.max_decoded_bytes
 
     thumbnails = ThumbnailCache(
         images,
@@ -278,6 +279,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         return models.Limits(
             max_image_bytes=upload.max_image_bytes,
             max_image_pixels=upload.max_image_pixels,
+            max_decoded_bytes=upload.max_decoded_bytes,
             from_embedder=upload.from_embedder,
             default_k=settings.default_k,
             max_k=settings.max_k,

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -20,7 +20,11 @@ from imagesim import protocol
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import Item
-from imagesim.client.pictures import DEFAULT_MAX_PIXELS, image_size
+from imagesim.client.pictures import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    image_header,
+)
 from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
 from imagesim.params import SearchParams
@@ -34,6 +38,7 @@ READINESS_TTL_SECONDS = 2.0
 class UploadLimits:
     max_image_bytes: int
     max_image_pixels: int
+    max_decoded_bytes: int  # the pixels decoded in memory
     from_embedder: bool  # False: defaults, the embedder has not answered yet
 
 
@@ -89,17 +94,18 @@ class Backend:
                 limits = UploadLimits(
                     int(info.max_image_bytes) or DEFAULT_MAX_IMAGE_BYTES,
                     int(info.max_image_pixels) or DEFAULT_MAX_PIXELS,
+                    int(info.max_decoded_bytes) or DEFAULT_MAX_DECODED_BYTES,
                     True,
                 )
             except ImagesimError:
                 limits = None
         if limits is None:
-            limits = UploadLimits(DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, False)
-        if self._max_upload_bytes:
             limits = UploadLimits(
-                min(limits.max_image_bytes, self._max_upload_bytes),
-                limits.max_image_pixels,
-                limits.from_embedder,
+                DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_DECODED_BYTES, False
+            )
+        if self._max_upload_bytes:
+            limits = replace(
+                limits, max_image_bytes=min(limits.max_image_bytes, self._max_upload_bytes)
             )
         if limits.from_embedder:
             with self._lock:
@@ -118,10 +124,17 @@ class Backend:
                 reason=Reason.IMAGE_TOO_LARGE,
                 metadata={"limit": str(limits.max_image_bytes)},
             )
-        width, height = image_size(data)
-        if width * height > limits.max_image_pixels:
+        header = image_header(data)
+        if header.decoded_bytes > limits.max_decoded_bytes:
             raise InvalidArgument(
-                f"the image has {width} x {height} pixels; the limit is "
+                f"the image's pixels would take {header.decoded_bytes:,} bytes decoded; the "
+                f"limit is {limits.max_decoded_bytes:,}",
+                reason=Reason.IMAGE_TOO_LARGE,
+                metadata={"limit": str(limits.max_decoded_bytes)},
+            )
+        if header.width * header.height > limits.max_image_pixels:
+            raise InvalidArgument(
+                f"the image has {header.width} x {header.height} pixels; the limit is "
                 f"{limits.max_image_pixels:,}",
                 reason=Reason.IMAGE_TOO_MANY_PIXELS,
                 metadata={"limit": str(limits.max_image_pixels)},

@@ -70,6 +70,9 @@ class StatsResponse(BaseModel):
 class Limits(BaseModel):
     max_image_bytes: int = Field(description="largest upload (the embedder's limit, or lower)")
     max_image_pixels: int = Field(description="most pixels of an upload (the embedder's limit)")
+    max_decoded_bytes: int = Field(
+        description="most bytes an upload's pixels may take decoded (the embedder's limit)"
+    )
     from_embedder: bool = Field(
         description="true: read from the embedder's Info; false: its defaults, until it answers"
     )

@@ -38,12 +38,12 @@ class ThumbnailCache:
         size: int,
         max_bytes: int,
         workers: int,
-        limits: Callable[[], tuple[int, int]],
+        limits: Callable[[], tuple[int, int, int]],
         wait_seconds: float = 30.0,
         max_waiting: int = 16,
     ) -> None:
-        """`limits()` gives the largest file (bytes) and image (pixels) to decode: the
-        embedder's, so a file it would refuse is not decoded here either."""
+        """`limits()` gives the largest file (bytes), image (pixels) and decoded image
+        (bytes) to decode: the embedder's, so a file it would refuse is not decoded here."""
         self.root = root
         self.size = size
         self.max_bytes = max_bytes
@@ -105,7 +105,7 @@ class ThumbnailCache:
             os.close(opened.fd)
 
     def _make(self, fd: int, size: int, key: str, ident: tuple) -> Thumbnail:
-        max_file_bytes, max_pixels = self.limits()
+        max_file_bytes, max_pixels, max_decoded_bytes = self.limits()
         if size > max_file_bytes:
             raise InvalidArgument(
                 f"{key[:200]!r} is {size:,} bytes; thumbnails are made of files up to "
@@ -119,7 +119,7 @@ class ThumbnailCache:
                 raise Unavailable("every thumbnail worker is busy", reason=WebReason.BUSY)
             try:
                 with os.fdopen(os.dup(fd), "rb") as file:
-                    data = jpeg(picture(file, self.size, max_pixels))
+                    data = jpeg(picture(file, self.size, max_pixels, max_decoded_bytes))
             finally:
                 self._decoders.release()
         finally:

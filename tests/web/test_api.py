@@ -113,6 +113,7 @@ def test_more_like_this_items_and_stats(http, web_root):
     assert limits["from_embedder"] is True  # read from the embedder's Info
     assert limits["max_image_bytes"] == 32 * 1024 * 1024
     assert limits["max_image_pixels"] == 80_000_000
+    assert limits["max_decoded_bytes"] == 128 * 1024 * 1024
 
 
 def test_duplicate_groups_are_paged_largest_first(http):
@@ -147,7 +148,7 @@ def test_uploads_that_are_not_images_get_their_reason(http):
         "notes.txt": (b"just some text", 415, "IMAGE_UNDECODABLE"),
         "empty.jpg": (b"", 400, "IMAGE_EMPTY"),
         "bomb.png": (png_claiming(20_000, 5_000), 413, "IMAGE_TOO_MANY_PIXELS"),
-        # Few enough pixels, but 160 MB of them decoded: the embedder refuses it.
+        # Few enough pixels, but 160 MB of them decoded: refused from the header.
         "deep.png": (png_claiming(8944, 8944, bits=16), 413, "IMAGE_TOO_LARGE"),
         # A good header with its data cut: only the embedder finds out.
         "truncated.jpg": (whole[: len(whole) // 2], 415, "IMAGE_UNDECODABLE"),

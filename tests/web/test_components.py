@@ -33,7 +33,9 @@ def root(tmp_path_factory) -> Path:
 
 
 def cache_of(root: Path, max_bytes: int) -> ThumbnailCache:
-    return ThumbnailCache(ImagesRoot(root), 128, max_bytes, 2, lambda: (10**8, 80_000_000))
+    return ThumbnailCache(
+        ImagesRoot(root), 128, max_bytes, 2, lambda: (10**8, 80_000_000, 128 * 2**20)
+    )
 
 
 def test_the_cache_keeps_what_fits_and_makes_each_thumbnail_once(root):
@@ -86,7 +88,7 @@ def test_many_callers_for_one_file_share_one_decode(root):
 
 def test_requests_waiting_for_a_decoder_are_bounded(root):
     cache = ThumbnailCache(
-        ImagesRoot(root), 128, 10**7, 1, lambda: (10**8, 80_000_000), max_waiting=1
+        ImagesRoot(root), 128, 10**7, 1, lambda: (10**8, 80_000_000, 128 * 2**20), max_waiting=1
     )
     cache._waiting_room.acquire()  # the one decoder is busy (as with a huge PNG) ...
     cache._decoders.acquire()
