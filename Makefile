@@ -9,10 +9,11 @@ DATA    ?= .data
 EMBEDDER_PORT ?= 50051
 INDEX_PORT    ?= 50061
 SOAK_SECONDS  ?= 180
+WEB_PORT      ?= 8080
 STAMP   := $(VENV)/.installed
 NODE_STAMP := examples/node/node_modules/.installed
 
-.PHONY: install protos serve demo test test-fast lint typecheck soak bench clean
+.PHONY: install protos serve demo web docs-images browser test test-fast lint typecheck soak bench clean
 
 install: $(STAMP)
 
@@ -36,17 +37,34 @@ serve: protos
 	$(BIN)/imagesim-index --port $(INDEX_PORT) --data $(DATA)/shard-0 --dims 2048 & index=$$!; \
 	$(BIN)/imagesim-embedder --port $(EMBEDDER_PORT) --weights $(WEIGHTS)
 
-# Installs, starts both servers, indexes real sample photos, queries one, prints the result.
+# Installs, starts both servers, indexes real sample photos, queries one, prints the result and
+# writes a contact sheet (.demo/result.png), lists the near-duplicate groups.
 # On a machine that cannot download the ImageNet weights: make demo WEIGHTS=none
 demo: protos
 	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
 
-# Everything CI runs: lint, type check, the whole suite.
-test: lint typecheck $(NODE_STAMP)
+# The demo, then the web page on http://127.0.0.1:$(WEB_PORT)/ until Ctrl-C.
+web: protos
+	$(BIN)/python examples/demo.py --weights $(WEIGHTS) --web --port $(WEB_PORT)
+
+# The pictures in docs/ (README): a contact sheet and the web page, made by the code itself.
+docs-images: protos browser
+	$(BIN)/python -m examples.docs_images
+
+# Debian's Chromium and ChromeDriver for the browser tests, installed once (root, or sudo).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing chromium and chromium-driver (browser tests)"; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+# Everything CI runs: lint, type check, the whole suite (browser tests included).
+test: lint typecheck $(NODE_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The quick loop: skips the slow tests (recall at 25k, the soak, the benchmark smoke test).
-test-fast: protos $(NODE_STAMP)
+test-fast: protos $(NODE_STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: protos

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from bench.agreement import AgreementResult
 from bench.common import Machine
+from bench.duplicates import DuplicatesResult
+from bench.duplicates import describe as describe_duplicates
 from bench.embed import RawResult, ServedResult
 from bench.fanout import FanOutResult
 from bench.index import IndexResult
@@ -28,6 +30,7 @@ class BenchResults:
     index: list[IndexResult] = field(default_factory=list)
     fan_out: FanOutResult | None = None
     index_rss_mb: float | None = None
+    duplicates: DuplicatesResult | None = None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,4 +87,6 @@ def table(results: BenchResults) -> str:
         lines.append(f"fan-out p50: {parts}; 4 vs 1 shards {f.ratio_4_vs_1:.2f}x{pca}")
     if results.index_rss_mb is not None:
         lines.append(f"index shard RSS (built): {results.index_rss_mb:.0f} MB")
+    if results.duplicates is not None:
+        lines.append(describe_duplicates(results.duplicates))
     return "\n".join(lines)

@@ -8,7 +8,7 @@ Sections (each its own module with a typed result): raw model per runtime/precis
 throughput, batch 1 latency) and agreement with TensorFlow float32 on real photos; served
 throughput (gRPC 1 and 8 clients, bulk dump) and query latency image -> top-10 over 2 shards,
 per runtime/precision; start-up to SERVING (converting, and from the cached IR) and RSS; index
-recall@10; fan-out 1 vs 4 shards.
+recall@10; fan-out 1 vs 4 shards; near-duplicate groups of 25,000 x 2048 (bench.duplicates).
 --quick runs every code path on tiny inputs (CI smoke test); its timings mean nothing, its
 correctness figures (agreement, recall, own photo first) do.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.agreement import agreement
 from bench.common import REFERENCE, Config, Machine, Workload, rss_mb, start_timed
+from bench.duplicates import run as duplicates
 from bench.embed import raw_models, served
 from bench.fanout import fan_out
 from bench.index import index_quality
@@ -35,7 +36,7 @@ from imagesim.embedder_server.runtimes.select import load_runtime
 from imagesim.testing.vectors import structured as structured_vectors
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
-SECTIONS = ("raw", "served", "startup", "index", "fanout")
+SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates")
 
 
 def default_configs(quick: bool) -> list[Config]:
@@ -104,6 +105,9 @@ def run(args: argparse.Namespace) -> BenchResults:
             structured_vectors(20 if quick else 200, 2048, 4),
             projected=not quick,
         )
+    if "duplicates" in sections:
+        log("near-duplicate groups ...")
+        results.duplicates = duplicates(quick, work / "duplicates")
     return results
 
 

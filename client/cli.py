@@ -27,6 +27,13 @@ from imagesim.client.bulk import (
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.picture_commands import (
+    add_duplicates_command,
+    cmd_duplicates,
+    sheet_options,
+    write_query_sheets,
+    write_similar_sheet,
+)
 from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
 from imagesim.client.security_flags import add_security_flags, security_from_args
@@ -120,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="if a shard fails, return the others' results and name it",
     )
     searching.add_argument("--json", action="store_true", help="print JSON")
+    pictures = sheet_options()
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser(
@@ -169,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser(
         "query",
-        parents=[common, embedding, searching],
+        parents=[common, embedding, searching, pictures],
         help="the indexed images most similar to each IMAGE",
     )
     query.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
 
     similar = commands.add_parser(
         "similar",
-        parents=[common, searching],
+        parents=[common, searching, pictures],
         help="more like this: the neighbours of an indexed item KEY (itself left out)",
     )
     similar.add_argument("key", metavar="KEY")
@@ -241,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     reshard.add_argument("--from", dest="old", type=_shards, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--to", dest="new", type=_shards, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per call")
+    add_duplicates_command(commands, [common])
     add_security_flags(parser)
     return parser
 
@@ -440,9 +449,11 @@ def cmd_query(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        return 0
-    for path, result in zip(args.images, results, strict=True):
-        print_result(f"# {path}", result, args.metadata)
+    else:
+        for path, result in zip(args.images, results, strict=True):
+            print_result(f"# {path}", result, args.metadata)
+    if args.sheet is not None:
+        write_query_sheets(args.sheet, args.images, results, args.images_root, args.json)
     return 0
 
 
@@ -463,6 +474,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
         print(json.dumps(row, indent=2))
     else:
         print_result(f"# like {args.key}", result, args.metadata)
+    if args.sheet is not None:
+        write_similar_sheet(args.sheet, args.key, result, args.images_root, args.json)
     return 0
 
 
@@ -559,6 +572,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stats": cmd_stats,
     "remove": cmd_remove,
     "reshard": cmd_reshard,
+    "duplicates": cmd_duplicates,
 }
 
 

@@ -33,9 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 # Used by deploy/ before this tree has it: (program, flag or "") -> where it comes from.
-PENDING: dict[tuple[str, str], str] = {
-    ("imagesim-web", ""): "issue 11, branch web",
-}
+PENDING: dict[tuple[str, str], str] = {}  # imagesim-web (issue 11) has landed
 # Variables the client library reads (imagesim.channel.ChannelSecurity.from_env) and the CLI's
 # service addresses (client/cli.py); test_deploy_images checks this list against the code.
 CLIENT_ENV = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 # scikit-image sample images that ship inside its wheel (no download).
 PHOTOS = (
@@ -91,3 +91,14 @@ def write_photo_crops(
         crop.save(path, "JPEG", quality=90)
         written.append(path)
     return written
+
+
+def write_held_out_cat(path: Path) -> Path:
+    """A photo no index holds whose near-duplicates the samples are: the cat, cropped
+    differently, a little brighter, saved at another JPEG quality."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cat = photo("chelsea")
+    recropped = cat.crop((30, 0, cat.width, cat.height - 20))
+    ImageEnhance.Brightness(recropped).enhance(1.08).convert("RGB").save(path, quality=80)
+    return path

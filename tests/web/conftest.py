@@ -1,0 +1,91 @@
+"""Fixtures of the web server's tests: the sample photos indexed into two real shards, and
+imagesim-web processes in front of them (real processes on loopback, untrained embedder)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagesim.client.collection import Collection
+from imagesim.client.index_client import ItemToAdd
+from imagesim.testing.cli import run_cli
+from imagesim.testing.launch import ServerProcess, start_index
+from imagesim.testing.samples import write_held_out_cat, write_sample_photos
+from imagesim.testing.web import WebProcess, start_web
+
+
+@pytest.fixture(scope="session")
+def web_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder imagesim-web serves pictures from: the sample photos and their variants."""
+    root = tmp_path_factory.mktemp("web") / "images"
+    write_sample_photos(root / "photos")
+    return root
+
+
+@pytest.fixture(scope="session")
+def held_out_cat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A photo outside the collection whose near-duplicates are in it (the chelsea*.jpg)."""
+    return write_held_out_cat(tmp_path_factory.mktemp("queries") / "held_out_cat.jpg")
+
+
+@pytest.fixture(scope="session")
+def web_collection(
+    embedder_server: ServerProcess, web_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The web root indexed into two shards with the CLI: (embedder address, shard list)."""
+    work = tmp_path_factory.mktemp("web-shards")
+    shards = [start_index(work / f"s{n}.log", work / f"s{n}", 2048) for n in range(2)]
+    addresses = ",".join(s.address for s in shards)
+    run_cli(
+        "index", str(web_root), "--embedder", embedder_server.address, "--shards", addresses,
+        "--meta", "album=samples", "--report", str(work / "failed.tsv"),
+    )  # fmt: skip
+    yield embedder_server.address, addresses
+    for shard in shards:
+        shard.stop()
+
+
+@pytest.fixture(scope="session")
+def web(
+    web_collection: tuple[str, str], web_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebProcess]:
+    """imagesim-web with its default limits in front of the collection."""
+    embedder, shards = web_collection
+    server = start_web(tmp_path_factory.mktemp("web-log") / "web.log", embedder, shards, web_root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def web_small(
+    web_collection: tuple[str, str], web_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebProcess]:
+    """imagesim-web with small limits: 256 KiB uploads, 2 at once, 5 s to arrive."""
+    embedder, shards = web_collection
+    server = start_web(
+        tmp_path_factory.mktemp("web-small-log") / "web.log", embedder, shards, web_root,
+        "--max-upload-mb", "0.25", "--max-uploads", "2", "--upload-timeout", "5",
+    )  # fmt: skip
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack_with_a_shard_to_kill(
+    embedder_server: ServerProcess, web_collection: tuple[str, str], web_root: Path, tmp_path: Path
+) -> Iterator[tuple[WebProcess, ServerProcess]]:
+    """A web server over a two-shard copy of the collection, and one of those shards (for
+    the test to stop)."""
+    shards = [start_index(tmp_path / f"s{n}.log", tmp_path / f"s{n}", 2048) for n in range(2)]
+    with Collection(web_collection[1].split(",")) as source:
+        items = [ItemToAdd(i.key, i.vector, i.metadata) for i in source.scan(include_vectors=True)]
+    with Collection([s.address for s in shards]) as copy:
+        copy.add(items)
+    addresses = ",".join(s.address for s in shards)
+    server = start_web(tmp_path / "web.log", embedder_server.address, addresses, web_root)
+    yield server, shards[1]
+    server.stop()
+    for shard in shards:
+        shard.stop()

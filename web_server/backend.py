@@ -1,0 +1,234 @@
+"""The services the web server composes, reached through the client library only: the Embedder
+(EmbedderClient) and the collection's shards (Collection). No HTTP here.
+
+Channels are opened once and shared by all requests (gRPC channels are thread-safe); each
+request gets one deadline for all its backend calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+
+import numpy as np
+
+from imagesim import protocol
+from imagesim.client.collection import Collection, SearchResult
+from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.index_client import Item
+from imagesim.client.pictures import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    image_header,
+)
+from imagesim.client.rpc import Deadline
+from imagesim.errors import ImagesimError, InvalidArgument, Reason
+from imagesim.params import SearchParams
+
+DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024  # the embedder's default, until its Info answers
+LIMITS_RETRY_SECONDS = 5.0
+READINESS_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_image_bytes: int
+    max_image_pixels: int
+    max_decoded_bytes: int  # the pixels decoded in memory
+    from_embedder: bool  # False: defaults, the embedder has not answered yet
+
+
+@dataclass(frozen=True)
+class ShardState:
+    address: str
+    shard_id: str
+    count: int
+    built_count: int
+    staged: int
+    hidden: int
+    dimension: int
+    metric: str
+    generation: int
+    built: bool
+
+
+class Backend:
+    def __init__(
+        self, embedder: str, shards: tuple[str, ...], timeout: float, max_upload_bytes: int = 0
+    ) -> None:
+        self.timeout = timeout
+        self.embedder = EmbedderClient(embedder, timeout)
+        self.collection = Collection(shards, timeout)
+        self._max_upload_bytes = max_upload_bytes
+        self._limits: UploadLimits | None = None
+        self._limits_tried = 0.0
+        self._lock = threading.Lock()
+        self._readiness: tuple[float, dict[str, str], str] | None = None
+        self._connected = False
+
+    def close(self) -> None:
+        self.embedder.close()
+        self.collection.close()
+
+    # ---- limits ---------------------------------------------------------------------------
+
+    def limits(self) -> UploadLimits:
+        """The embedder's upload limits (from its Info, read once), lowered by
+        --max-upload-mb. Until the embedder answers, its defaults, asked again at most every
+        few seconds (a request never waits on a dead embedder for more than 2 s here)."""
+        with self._lock:
+            if self._limits is not None:
+                return self._limits
+            now = time.monotonic()
+            ask = now - self._limits_tried >= LIMITS_RETRY_SECONDS
+            if ask:
+                self._limits_tried = now
+        limits = None
+        if ask:
+            try:
+                info = self.embedder.info(timeout=2.0).limits
+                limits = UploadLimits(
+                    int(info.max_image_bytes) or DEFAULT_MAX_IMAGE_BYTES,
+                    int(info.max_image_pixels) or DEFAULT_MAX_PIXELS,
+                    int(info.max_decoded_bytes) or DEFAULT_MAX_DECODED_BYTES,
+                    True,
+                )
+            except ImagesimError:
+                limits = None
+        if limits is None:
+            limits = UploadLimits(
+                DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_DECODED_BYTES, False
+            )
+        if self._max_upload_bytes:
+            limits = replace(
+                limits, max_image_bytes=min(limits.max_image_bytes, self._max_upload_bytes)
+            )
+        if limits.from_embedder:
+            with self._lock:
+                self._limits = limits
+        return limits
+
+    def check_upload(self, data: bytes) -> None:
+        """The embedder's checks, done here first from the header alone, so an oversized or
+        non-image upload never costs a round trip (the embedder checks again)."""
+        limits = self.limits()
+        if not data:
+            raise InvalidArgument("the uploaded file is empty", reason=Reason.IMAGE_EMPTY)
+        if len(data) > limits.max_image_bytes:
+            raise InvalidArgument(
+                f"the file is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}",
+                reason=Reason.IMAGE_TOO_LARGE,
+                metadata={"limit": str(limits.max_image_bytes)},
+            )
+        header = image_header(data)
+        if header.decoded_bytes > limits.max_decoded_bytes:
+            raise InvalidArgument(
+                f"the image's pixels would take {header.decoded_bytes:,} bytes decoded; the "
+                f"limit is {limits.max_decoded_bytes:,}",
+                reason=Reason.IMAGE_TOO_LARGE,
+                metadata={"limit": str(limits.max_decoded_bytes)},
+            )
+        if header.width * header.height > limits.max_image_pixels:
+            raise InvalidArgument(
+                f"the image has {header.width} x {header.height} pixels; the limit is "
+                f"{limits.max_image_pixels:,}",
+                reason=Reason.IMAGE_TOO_MANY_PIXELS,
+                metadata={"limit": str(limits.max_image_pixels)},
+            )
+
+    # ---- searches -------------------------------------------------------------------------
+
+    def search_image(
+        self, data: bytes, params: SearchParams, allow_partial: bool = False
+    ) -> SearchResult:
+        """Embed an uploaded image and search the whole collection with its vector."""
+        self.check_upload(data)
+        deadline = Deadline(self.timeout)
+        vector = self.embedder.embed(data, timeout=deadline.remaining())
+        return self.search_vector(vector, params, deadline, allow_partial)
+
+    def _connect(self, deadline: Deadline, allow_partial: bool = False) -> None:
+        """Read the collection's layout once (every shard must answer that first time; the
+        Collection reads it again by itself when it changes). A partial request on a
+        collection not read yet reads it from the shards that answer, every time."""
+        if self._connected:
+            return
+        if allow_partial:
+            self.collection.connect(allow_missing=True, timeout=deadline.remaining())
+            return
+        self.collection.connect(timeout=deadline.remaining())
+        self._connected = True
+
+    def search_vector(
+        self, vector: np.ndarray, params: SearchParams, deadline: Deadline, allow_partial: bool
+    ) -> SearchResult:
+        self._connect(deadline, allow_partial)
+        self.collection.check_dims(len(vector))
+        return self.collection.search(vector, params, deadline.remaining(), allow_partial)
+
+    def similar(self, key: str, params: SearchParams, allow_partial: bool = False) -> SearchResult:
+        deadline = Deadline(self.timeout)
+        self._connect(deadline)  # the key's own shard must answer
+        return self.collection.similar(key, params, deadline.remaining(), allow_partial)
+
+    def item(self, key: str) -> Item:
+        deadline = Deadline(self.timeout)
+        self._connect(deadline)
+        return self.collection.get(key, deadline.remaining())
+
+    def contains(self, key: str) -> bool:
+        """Whether the collection holds `key` (one Contains call to its home shard)."""
+        self._connect(Deadline(self.timeout))
+        return not self.collection.missing([key])
+
+    # ---- state ----------------------------------------------------------------------------
+
+    def stats(self) -> list[ShardState]:
+        replies = self.collection.stats(self.timeout)
+        return [
+            ShardState(
+                address=address,
+                shard_id=s.shard_id,
+                count=s.count,
+                built_count=s.built_count,
+                staged=s.staged,
+                hidden=s.hidden,
+                dimension=s.dimension,
+                metric=protocol.metric_of(s.metric).value,
+                generation=s.generation,
+                built=s.built,
+            )
+            for address, s in zip(self.collection.addresses, replies, strict=True)
+        ]
+
+    def readiness(self) -> tuple[dict[str, str], str]:
+        """Each shard's and the embedder's state ("ok" or why not), cached for 2 s so that
+        probes cannot turn into a load on the services."""
+        with self._lock:
+            cached = self._readiness
+        if cached is not None and time.monotonic() - cached[0] < READINESS_TTL_SECONDS:
+            return cached[1], cached[2]
+
+        def state(call: Callable[[], object]) -> str:
+            try:
+                call()
+                return "ok"
+            except ImagesimError as exc:
+                return str(exc)
+
+        # All at once: a probe takes 2 s at most however many services are down.
+        with ThreadPoolExecutor(len(self.collection.shards) + 1) as pool:
+            asked = {
+                c.address: pool.submit(state, partial(c.stats, timeout=2.0))
+                for c in self.collection.shards
+            }
+            embedder_state = pool.submit(state, lambda: self.embedder.info(timeout=2.0))
+            shards = {address: future.result() for address, future in asked.items()}
+            embedder = embedder_state.result()
+        with self._lock:
+            self._readiness = (time.monotonic(), shards, embedder)
+        return shards, embedder

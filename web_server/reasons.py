@@ -1,0 +1,20 @@
+"""Reasons the web server itself refuses a request, beside the services' imagesim.errors.Reason
+values (the same machine-readable form: match on these, never on message text)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class WebReason(str, Enum):
+    OUTSIDE_IMAGES_ROOT = "OUTSIDE_IMAGES_ROOT"  # a key whose file lies outside --images-root
+    IMAGE_FILE_MISSING = "IMAGE_FILE_MISSING"  # in the collection, but no (regular) file
+    INVALID_REQUEST = "INVALID_REQUEST"  # a parameter of the wrong type or out of range
+    UPLOAD_TOO_SLOW = "UPLOAD_TOO_SLOW"  # the body did not arrive within --upload-timeout
+    TOO_MANY_UPLOADS = "TOO_MANY_UPLOADS"  # --max-uploads are being handled
+    BUSY = "BUSY"  # thumbnail workers or the duplicates finder are taken: retry
+    NO_SUCH_ROUTE = "NO_SUCH_ROUTE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+
+    def __str__(self) -> str:  # the name itself, wherever a reason becomes text
+        return self.value
