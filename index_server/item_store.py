@@ -298,6 +298,13 @@ class ItemStore:
             for name, value in where.items()
         )
 
+    def count_values(self, name: str) -> dict[str, int]:
+        """Items per value of the metadata key `name` (from the metadata index)."""
+        rows = self._reader().execute(
+            "SELECT value, COUNT(*) FROM meta WHERE name = ? GROUP BY value", (name,)
+        )
+        return {str(value): int(count) for value, count in rows}
+
     def matching_keys(self, where: Mapping[str, str]) -> list[str]:
         """Keys of the items whose metadata has every pair."""
         query = " INTERSECT ".join(

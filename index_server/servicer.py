@@ -57,7 +57,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         self, request: index_pb2.AddRequest, context: grpc.ServicerContext
     ) -> index_pb2.AddResponse:
         added, replaced = self._add(list(request.items), request.layout_version)
-        return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.stats().count)
+        return index_pb2.AddResponse(added=added, replaced=replaced, count=self.shard.count)
 
     @map_errors
     def AddStream(
@@ -68,7 +68,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             a, r = self._add(list(request.items), request.layout_version)
             added, replaced, requests = added + a, replaced + r, requests + 1
         return index_pb2.AddStreamResponse(
-            added=added, replaced=replaced, count=self.shard.stats().count, requests=requests
+            added=added, replaced=replaced, count=self.shard.count, requests=requests
         )
 
     @map_errors
@@ -76,9 +76,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         self, request: index_pb2.RemoveRequest, context: grpc.ServicerContext
     ) -> index_pb2.RemoveResponse:
         removed, missing = self.shard.remove(list(request.keys))
-        return index_pb2.RemoveResponse(
-            removed=removed, missing=missing, count=self.shard.stats().count
-        )
+        return index_pb2.RemoveResponse(removed=removed, missing=missing, count=self.shard.count)
 
     @map_errors
     def Build(
@@ -180,6 +178,8 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             shard_id=s.shard_id,
             layout=layout_message(s.layout),
             project_dims=s.project_dims,
+            models=s.models,
+            embedded_by=s.embedded_by,
             limits=index_pb2.IndexLimits(
                 max_key_bytes=limits.max_key_bytes,
                 max_metadata_bytes=limits.max_metadata_bytes,

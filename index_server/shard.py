@@ -61,6 +61,9 @@ from imagesim.routing import homes
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "LOCK"
+# Reserved metadata keys the client library writes on bulk adds (see StatsResponse.models).
+MODEL_KEY = "imagesim.model"
+EMBEDDED_BY_KEY = "imagesim.embedded_by"
 # A metadata filter matching at most this many items is answered by an exact search over
 # exactly those items (read from the store) instead of filtering Annoy's candidates.
 EXACT_FILTER_ITEMS = 4096
@@ -138,6 +141,8 @@ class ShardStats:
     layout: CollectionLayout
     project_dims: int
     limits: IndexLimits
+    models: dict[str, int]  # items per value of the reserved metadata key imagesim.model
+    embedded_by: dict[str, int]  # items per runtime/precision (imagesim.embedded_by)
 
 
 @dataclass(frozen=True)
@@ -665,6 +670,11 @@ class Shard:
             yield page
             start_after = page[-1].key
 
+    @property
+    def count(self) -> int:
+        """Live items."""
+        return len(self._live)
+
     def stats(self) -> ShardStats:
         view = self._view
         generation = view.generation
@@ -689,4 +699,6 @@ class Shard:
             if generation is not None and generation.projection is not None
             else 0,
             limits=self.limits,
+            models=self.store.count_values(MODEL_KEY),
+            embedded_by=self.store.count_values(EMBEDDED_BY_KEY),
         )

@@ -256,3 +256,20 @@ def test_sigterm_lets_an_in_flight_build_finish(start_shard):
     assert server.process.wait(60) == 0
     with pytest.raises(grpc.RpcError):
         IndexClient(server.address, timeout=2).stub.Stats(index_pb2.StatsRequest(), timeout=2)
+
+
+def test_stats_count_the_models_and_runtimes_that_made_the_vectors(start_shard):
+    with IndexClient(start_shard(DIMS).address) as client:
+        made_by = [("a" * 16, "openvino/bfloat16")] * 3 + [("a" * 16, "tensorflow/float32")]
+        client.add(
+            [
+                ItemToAdd(f"k{i}", v, {"imagesim.model": m, "imagesim.embedded_by": e})
+                for i, (v, (m, e)) in enumerate(zip(vectors(4), made_by, strict=True))
+            ]
+        )
+        client.add([ItemToAdd("plain", vectors(1, seed=3)[0])])
+        stats = client.stats()
+        assert dict(stats.models) == {"a" * 16: 4}
+        assert dict(stats.embedded_by) == {"openvino/bfloat16": 3, "tensorflow/float32": 1}
+        client.remove(["k0"])
+        assert dict(client.stats().embedded_by)["openvino/bfloat16"] == 2
