@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,12 +24,15 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imagesim.client.collection import Collection
-from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.client.index_client import ItemToAdd
+from imagesim.client.rpc import Deadline
+from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
-from imagesim.errors import InvalidArgument
+from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+DNS_STREAMS = 2  # bulk streams over a dns:/// embedder name (its replica count is unknown)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -52,6 +54,8 @@ class BulkReport:
     already: int = 0  # skipped because a previous run had done them
     per_shard: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    resent: int = 0  # images sent again after their stream broke (none lost)
+    streams_broken: int = 0  # embed streams that broke on a transient failure and were replaced
 
     @property
     def rate(self) -> float:
@@ -70,6 +74,24 @@ def path_key(path: Path) -> str:
     return key
 
 
+def image_metadata(data: bytes, mtime: float) -> dict[str, str]:
+    """The default metadata of an image file (file size, width, height, mtime), from its
+    header alone; ValueError with a reason if it is empty or does not look like an image."""
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from None
+    return {
+        "file_size": str(len(data)),
+        "width": str(width),
+        "height": str(height),
+        "mtime": str(int(mtime)),
+    }
+
+
 def read_image_file(path: Path, max_bytes: int = 0) -> tuple[bytes, dict[str, str]]:
     """The file's bytes and default metadata (file size, width, height, mtime), if it looks
     like an image (header only; the embedder decodes it) and fits in `max_bytes` (0 = any).
@@ -84,20 +106,7 @@ def read_image_file(path: Path, max_bytes: int = 0) -> tuple[bytes, dict[str, st
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise ValueError("empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from None
-    metadata = {
-        "file_size": str(len(data)),
-        "width": str(width),
-        "height": str(height),
-        "mtime": str(int(stat.st_mtime)),
-    }
-    return data, metadata
+    return data, image_metadata(data, stat.st_mtime)
 
 
 @dataclass(frozen=True)
@@ -151,41 +160,56 @@ def embed_files(
     per_image_timeout: float = 2.0,
     progress: bool = True,
     extra_metadata: Mapping[str, str] | None = None,
+    streams: int | None = None,
 ) -> Iterator[tuple[str, np.ndarray, dict[str, str]]]:
     """(key, vector, metadata) for each readable, decodable file (key = the path as a
-    string), in order; failures go to `report.failed`. At most `in_flight` images are sent
-    and unanswered; files over the embedder's size limit are never sent."""
-    max_bytes = embedder.info().limits.max_image_bytes
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
-    slots = threading.Semaphore(in_flight)
-    finished = threading.Event()
-    pending: dict[str, dict[str, str]] = {}  # key -> metadata, while in flight
+    string), in the order answers arrive; failures go to `report.failed`.
 
-    def requests() -> Iterator[tuple[str, bytes]]:
+    The images go over `streams` EmbedStreams at once (default: one per replica the embedder
+    address names, `DNS_STREAMS` for a dns:/// name) with `in_flight` unanswered images in all;
+    a stream that breaks on a transient failure is replaced and its unanswered images are sent
+    again (see stream_pool), so a replica dying mid-run loses no image. Files over the
+    embedder's size limit are never sent. Every vector must come from the model, runtime and
+    precision the embedder reported when the run started: replicas serving another model end
+    the run (FailedPrecondition) rather than mix vectors."""
+    info = embedder.info()
+    expected = ModelIdentity.of(info)
+    max_bytes = info.limits.max_image_bytes
+    count = streams or embedder.replicas or DNS_STREAMS
+    bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
+    metadata: dict[str, dict[str, str]] = {}  # key -> metadata, while queued or in flight
+
+    def jobs() -> Iterator[Job]:
         for path, image, reason in read_ahead(paths, readers, 2 * in_flight, max_bytes):
             if image is None:
                 report.failed.append((_shown(path), str(reason)))
                 bar.update(1)
                 continue
-            while not slots.acquire(timeout=0.5):
-                if finished.is_set():
-                    return
-            pending[image.key] = {**image.metadata, **(extra_metadata or {})}
-            yield image.key, image.data
+            metadata[image.key] = {**image.metadata, **(extra_metadata or {})}
+            yield Job(image.key, image.data)
 
-    timeout = embedder.timeout + per_image_timeout * len(paths)
+    deadline = Deadline(embedder.timeout + per_image_timeout * len(paths))
+    pool = StreamPool(embedder, space, deadline, streams=count, window=max(1, in_flight // count))
     try:
-        for embedded in embedder.embed_stream(requests(), space, timeout=timeout):
-            slots.release()
+        for job, embedded in pool.run(jobs()):
             bar.update(1)
-            metadata = pending.pop(embedded.id, {})
+            meta = metadata.pop(job.id, {})
             if embedded.error is not None or embedded.vector is None:
                 report.failed.append((embedded.id, str(embedded.error)))
                 bar.set_postfix(failed=len(report.failed))
                 continue
-            yield embedded.id, embedded.vector, metadata
+            if embedded.model is not None and embedded.model != expected:
+                raise FailedPrecondition(
+                    f"{job.id} was embedded by {embedded.model.describe()}, but the run "
+                    f"started on {expected.describe()}: the replicas at {embedder.address} "
+                    "serve different models; vectors of both are never mixed",
+                    reason=Reason.SPACE_MISMATCH,
+                    address=embedder.address,
+                )
+            yield embedded.id, embedded.vector, meta
     finally:
-        finished.set()
+        report.resent += pool.stats.resent
+        report.streams_broken += pool.stats.streams_broken
         bar.close()
 
 
@@ -271,6 +295,7 @@ def index_paths(
     build: bool = True,
     resume: bool = True,
     extra_metadata: Mapping[str, str] | None = None,
+    streams: int | None = None,
 ) -> BulkReport:
     """Embed and add every path (key = the path as a string, metadata = file size, width,
     height, mtime + `extra_metadata`), then build every shard.
@@ -287,6 +312,12 @@ def index_paths(
         paths = [p for p in paths if p not in keys or keys[p] in todo]
         report.already = len(keys) - len(todo)
     vectors = embed_files(
-        paths, embedder, report, space, progress=progress, extra_metadata=extra_metadata
+        paths,
+        embedder,
+        report,
+        space,
+        progress=progress,
+        extra_metadata=extra_metadata,
+        streams=streams,
     )
     return add_vectors(vectors, collection, report, chunk_size, build)

@@ -1,5 +1,6 @@
 """A vector dump: keys, float32 vectors and metadata in one .npz, embedded once (`imagesim
-dump`) or exported from a collection (`imagesim export`).
+dump`) or exported from a collection (`imagesim export`); or, for large runs, one Parquet file
+(client.parquet_dump: written in checkpoints and read as a stream).
 
 Re-running a dump on a grown folder embeds only the files not in the dump yet. The dump records
 the embedding model's fingerprint (empty for an export: shards do not know it) and the space,
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from imagesim.client.bulk import BulkReport, embed_files, list_images
-from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, Reason
 
@@ -77,6 +78,7 @@ def dump_folder(
     space: Space = Space.FULL,
     progress: bool = True,
     checkpoint_seconds: float = 60.0,
+    streams: int | None = None,
 ) -> tuple[VectorDump, BulkReport]:
     """Embed the images under `folder` not yet in `out` and save the grown dump (also every
     `checkpoint_seconds`, atomically). Returns the dump and this run's report."""
@@ -111,7 +113,8 @@ def dump_folder(
         kept = None if dump.metadata is None else dump.metadata + metadata
         return VectorDump(dump.keys + keys, stacked, fingerprint, space.value, kept)
 
-    for key, vector, meta in embed_files(paths, embedder, report, space, progress=progress):
+    embedded = embed_files(paths, embedder, report, space, progress=progress, streams=streams)
+    for key, vector, meta in embedded:
         keys.append(key)
         vectors.append(vector)
         metadata.append(meta)
@@ -125,3 +128,37 @@ def dump_folder(
         dump.save(out)
     report.seconds = time.monotonic() - started
     return dump, report
+
+
+def dump_folder_parquet(
+    folder: Path,
+    embedder: EmbedderClient,
+    out: Path,
+    space: Space = Space.FULL,
+    progress: bool = True,
+    streams: int | None = None,
+) -> tuple[int, BulkReport]:
+    """`dump_folder` into a Parquet dump (checkpointed, atomic, resumable: see
+    client.parquet_dump). Returns the dump's row count and this run's report."""
+    from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
+
+    started = time.monotonic()
+    space = Space(space)
+    model = ModelIdentity.of(embedder.info())
+    header = DumpHeader(
+        model.fingerprint, space.value, model.runtime, model.precision, embedder.dimension(space)
+    )
+    writer = ParquetDumpWriter(out)
+    writer.start(header)
+    paths = [p for p in list_images(folder) if str(p) not in writer.known]
+    report = BulkReport(already=len(writer.known))
+    try:
+        embedded = embed_files(paths, embedder, report, space, progress=progress, streams=streams)
+        for key, vector, meta in embedded:
+            writer.add(key, vector, meta)
+            report.done += 1
+    finally:
+        writer.checkpoint()  # what was embedded is kept, even if the run failed
+    writer.finish()
+    report.seconds = time.monotonic() - started
+    return writer.total, report

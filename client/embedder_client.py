@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from imagesim import protocol
-from imagesim.channel import ChannelSecurity
+from imagesim.channel import ChannelSecurity, parse_target
 from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, rpc_error, status_error
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
@@ -19,15 +19,74 @@ STREAM_TIMEOUT = 3600.0  # seconds: one deadline for a whole bulk stream unless 
 
 
 @dataclass(frozen=True)
+class ModelIdentity:
+    """What made a vector: the model's fingerprint and the runtime/precision it ran on."""
+
+    fingerprint: str
+    runtime: str
+    precision: str
+
+    @classmethod
+    def of(cls, message: embedder_pb2.Embedding | embedder_pb2.InfoResponse) -> ModelIdentity:
+        """From an Embedding (what made this vector) or an InfoResponse (what the server
+        runs)."""
+        runtime = protocol.RUNTIME_OF.get(message.runtime)
+        precision = protocol.PRECISION_OF.get(message.precision)
+        return cls(
+            message.model_fingerprint,
+            runtime.value if runtime is not None else "unspecified",
+            precision.value if precision is not None else "unspecified",
+        )
+
+    def describe(self) -> str:
+        return f"model {self.fingerprint[:12]} on {self.runtime}/{self.precision}"
+
+
+@dataclass(frozen=True)
 class Embedded:
-    """One image's vector (or the reason it has none), from a bulk stream."""
+    """One image's vector (or the reason it has none), from a bulk stream; `model` is what
+    made the vector."""
 
     id: str
     vector: np.ndarray | None
     error: ImagesimError | None = None
+    model: ModelIdentity | None = None
+
+
+class EmbedStreamCall:
+    """One open EmbedStream: iterate for the answers (Embedded, in request order); `cancel()`
+    from any thread ends it. A broken stream raises ImagesimError from the iteration."""
+
+    def __init__(
+        self, responses: grpc._CallIterator[embedder_pb2.EmbedStreamResponse], address: str
+    ) -> None:
+        self._responses = responses
+        self._address = address
+
+    def cancel(self) -> None:
+        self._responses.cancel()
+
+    def __iter__(self) -> Iterator[Embedded]:
+        try:
+            for reply in self._responses:
+                if reply.WhichOneof("result") == "error":
+                    yield Embedded(reply.id, None, status_error(reply.error, self._address))
+                else:
+                    yield Embedded(
+                        reply.id,
+                        protocol.vector_of(reply.embedding.values),
+                        model=ModelIdentity.of(reply.embedding),
+                    )
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, self._address, "the embedder") from None
+        finally:
+            self._responses.cancel()
 
 
 class EmbedderClient(ServiceClient):
+    """The Embedder at `address`: one server (HOST:PORT), or replicas behind one balanced
+    channel (HOST:PORT,HOST:PORT,... or dns:///NAME:PORT; see imagesim.channel.parse_target)."""
+
     what = "the embedder"
 
     def __init__(
@@ -38,6 +97,8 @@ class EmbedderClient(ServiceClient):
     ) -> None:
         super().__init__(address, timeout, security)
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
+        # how many replicas the address names (None: a resolved name, count unknown)
+        self.replicas = parse_target(address).replicas
 
     def info(self, timeout: float | None = None) -> embedder_pb2.InfoResponse:
         return self._call(self._stub.Info, embedder_pb2.InfoRequest(), timeout)
@@ -61,6 +122,22 @@ class EmbedderClient(ServiceClient):
         reply = self._call(self._stub.Embed, request, timeout)
         return protocol.vector_of(reply.embedding.values)
 
+    def open_stream(
+        self,
+        images: Iterable[tuple[str, bytes]],
+        space: Space = Space.FULL,
+        timeout: float = STREAM_TIMEOUT,
+    ) -> EmbedStreamCall:
+        """Start one EmbedStream sending the (id, bytes) pairs of `images` (read on gRPC's
+        thread as the stream goes). Over replicas, the stream stays on the replica the
+        channel picked when it opened."""
+        wire_space = protocol.SPACES[Space(space)]
+        requests = (
+            embedder_pb2.EmbedStreamRequest(image=data, space=wire_space, id=image_id)
+            for image_id, data in images
+        )
+        return EmbedStreamCall(self._stub.EmbedStream(requests, timeout=timeout), self.address)
+
     def embed_stream(
         self,
         images: Iterable[tuple[str, bytes]],
@@ -69,19 +146,4 @@ class EmbedderClient(ServiceClient):
     ) -> Iterator[Embedded]:
         """Bulk: (id, bytes) pairs in, Embedded out in the same order. A bad image yields an
         Embedded with `error`; a broken stream raises ImagesimError."""
-        wire_space = protocol.SPACES[Space(space)]
-        requests = (
-            embedder_pb2.EmbedStreamRequest(image=data, space=wire_space, id=image_id)
-            for image_id, data in images
-        )
-        responses = self._stub.EmbedStream(requests, timeout=timeout)
-        try:
-            for reply in responses:
-                if reply.WhichOneof("result") == "error":
-                    yield Embedded(reply.id, None, status_error(reply.error, self.address))
-                else:
-                    yield Embedded(reply.id, protocol.vector_of(reply.embedding.values))
-        except grpc.RpcError as exc:
-            raise rpc_error(exc, self.address, "the embedder") from None
-        finally:
-            responses.cancel()
+        yield from self.open_stream(images, space, timeout)

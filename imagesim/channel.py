@@ -1,10 +1,13 @@
-"""gRPC channel options shared by servers and clients (message limits, retries, security)."""
+"""gRPC channel options shared by servers and clients (message limits, retries, security,
+load balancing over replicas)."""
 
 from __future__ import annotations
 
 import collections
+import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,24 +25,104 @@ _RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [
-                    {"service": "imagesim.v1.Embedder", "method": "Embed"},
-                    {"service": "imagesim.v1.Embedder", "method": "Info"},
-                    {"service": "imagesim.v1.Index", "method": "Add"},
-                    {"service": "imagesim.v1.Index", "method": "Remove"},
-                    {"service": "imagesim.v1.Index", "method": "Search"},
-                    {"service": "imagesim.v1.Index", "method": "Get"},
-                    {"service": "imagesim.v1.Index", "method": "Stats"},
-                ],
-                "retryPolicy": _RETRY_POLICY,
-            }
-        ]
+_RETRIED_METHODS = [
+    {"service": "imagesim.v1.Embedder", "method": "Embed"},
+    {"service": "imagesim.v1.Embedder", "method": "Info"},
+    {"service": "imagesim.v1.Index", "method": "Add"},
+    {"service": "imagesim.v1.Index", "method": "Remove"},
+    {"service": "imagesim.v1.Index", "method": "Search"},
+    {"service": "imagesim.v1.Index", "method": "Get"},
+    {"service": "imagesim.v1.Index", "method": "Stats"},
+]
+
+
+def service_config(balanced: bool = False) -> str:
+    """The channel's service config: retries of the idempotent methods (a retry stays within
+    the call's one deadline); with `balanced`, gRPC's round_robin policy, which connects to
+    every address of the target and sends each new call to the next ready one (a retry goes
+    to another replica when one is down)."""
+    config: dict[str, object] = {
+        "methodConfig": [{"name": _RETRIED_METHODS, "retryPolicy": _RETRY_POLICY}]
     }
-)
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    return json.dumps(config)
+
+
+SERVICE_CONFIG = service_config()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a client connects to: the gRPC target string and how many replicas it names
+    (None: a name resolved by gRPC, e.g. dns:///embedder:50051, whose count may change)."""
+
+    uri: str
+    replicas: int | None = 1
+
+    @property
+    def balanced(self) -> bool:
+        return self.replicas != 1
+
+
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
+
+
+def _split_host_port(address: str) -> tuple[str, str]:
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+    else:
+        host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, not {address!r}")
+    return host, port
+
+
+def _ip_addresses(host: str, port: str) -> list[str]:
+    """The IP addresses of `host` (itself if it is an IP literal)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"cannot resolve {host}: {exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def parse_target(address: str) -> Target:
+    """`HOST:PORT` (one server), `HOST:PORT,HOST:PORT,...` (replicas: one channel balanced
+    over them, written as gRPC's ipv4:/ipv6: multi-address target; host names are resolved
+    once, here), or a gRPC target URI such as `dns:///name:port` (balanced over whatever the
+    name resolves to, re-resolved when connections drop or reach their maximum age)."""
+    address = address.strip()
+    if address.startswith(_SCHEMES):
+        multi = address.startswith(("dns:", "ipv4:", "ipv6:"))
+        count = address.count(",") + 1 if address.startswith(("ipv4:", "ipv6:")) else None
+        return Target(address, count if multi else 1)
+    parts = [a.strip() for a in address.split(",") if a.strip()]
+    if len(parts) <= 1:
+        return Target(parts[0] if parts else address)
+    v4: list[str] = []
+    v6: list[str] = []
+    for part in parts:
+        host, port = _split_host_port(part)
+        ips = _ip_addresses(host, port)
+        four = [ip for ip in ips if ":" not in ip]
+        six = [ip for ip in ips if ":" in ip]
+        v4.extend(f"{ip}:{port}" for ip in four[:1])
+        v6.extend(f"[{ip}]:{port}" for ip in six[:1])
+        if not four and not six:
+            raise ValueError(f"{host} has no address")
+    if len(v4) == len(parts):
+        return Target("ipv4:" + ",".join(v4), len(parts))
+    if len(v6) == len(parts):
+        return Target("ipv6:" + ",".join(v6), len(parts))
+    raise ValueError(
+        f"replicas {address!r} mix IPv4-only and IPv6-only hosts: list addresses of one "
+        "family, or give a dns:///NAME:PORT target"
+    )
 
 
 def message_limits(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -167,12 +250,14 @@ def open_channel(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     security: ChannelSecurity | None = None,
 ) -> grpc.Channel:
-    """The one way the client opens a channel: limits, retry policy, TLS and API key.
-    `security` None: ChannelSecurity.from_env()."""
+    """The one way the client opens a channel: limits, retry policy, TLS and API key; over
+    replicas (several addresses or a dns:/// target, see `parse_target`) one channel balanced
+    by round_robin. `security` None: ChannelSecurity.from_env()."""
     security = ChannelSecurity.from_env() if security is None else security
+    target = parse_target(address)
     options: list[tuple[str, object]] = [
         *message_limits(max_message_bytes),
-        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.service_config", service_config(target.balanced)),
         ("grpc.enable_retries", 1),
         # A restarted server is reached again within seconds (gRPC's default backoff grows
         # to two minutes after refused connections).
@@ -183,8 +268,8 @@ def open_channel(
         options.append(("grpc.ssl_target_name_override", security.tls_server_name))
     credentials = security.credentials()
     if credentials is None:
-        return grpc.insecure_channel(address, options=options)
-    channel = grpc.secure_channel(address, credentials, options=options)
+        return grpc.insecure_channel(target.uri, options=options)
+    channel = grpc.secure_channel(target.uri, credentials, options=options)
     if security.api_key:
         channel = grpc.intercept_channel(channel, BearerKey(security.api_key))
     return channel

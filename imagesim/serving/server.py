@@ -92,7 +92,11 @@ class GrpcServer:
                 max_workers=settings.workers, thread_name_prefix="grpc-handler"
             ),
             interceptors=interceptors,
-            options=[*message_limits(settings.max_message_bytes), ("grpc.so_reuseport", 0)],
+            options=[
+                *message_limits(settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                *settings.connection_options(),
+            ],
             maximum_concurrent_rpcs=settings.concurrent_rpcs,
         )
         for register in services.values():

@@ -17,6 +17,9 @@ from imagesim.security import TlsFiles, check_exposure
 DEFAULT_WORKERS = 16
 DEFAULT_MAX_STREAMS = 4  # of DEFAULT_WORKERS handler threads: the rest stay for unary calls
 DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
+# A client connection is closed (GOAWAY) after about this long, so clients balanced over
+# replicas reconnect and re-resolve: a new or restarted replica gets its share within minutes.
+DEFAULT_MAX_CONNECTION_AGE = 300.0  # seconds; gRPC adds +-10% jitter
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,22 @@ class ServerSettings:
     reflection: bool = True
     port_file: Path | None = None  # JSON {"host", "port", "pid", "metrics_port"} after binding
     metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
+    # Close each client connection after this many seconds (0 = never); calls in flight then
+    # have `max_connection_age_grace` seconds to finish (0 = as long as they take: a bulk
+    # stream or a Scan is never cut by it, new calls go over a new connection meanwhile).
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE
+    max_connection_age_grace: float = 0.0
+
+    def connection_options(self) -> list[tuple[str, int]]:
+        """gRPC server options for the connection age (none when it is 0)."""
+        if self.max_connection_age <= 0:
+            return []
+        options = [("grpc.max_connection_age_ms", int(self.max_connection_age * 1000))]
+        if self.max_connection_age_grace > 0:
+            options.append(
+                ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace * 1000))
+            )
+        return options
 
     @property
     def address(self) -> str:
@@ -178,6 +197,21 @@ def server_parser(
         type=int,
     )
     server.add(
+        "--max-connection-age",
+        DEFAULT_MAX_CONNECTION_AGE,
+        "close each client connection after this many seconds (+-10%%), so clients balanced "
+        "over replicas reconnect and find new ones (default "
+        f"{DEFAULT_MAX_CONNECTION_AGE:g}; 0 = never)",
+        type=float,
+    )
+    server.add(
+        "--max-connection-age-grace",
+        0.0,
+        "seconds calls in flight on an aged connection may still take (default 0 = as long as "
+        "they need: long streams are never cut; new calls use a new connection)",
+        type=float,
+    )
+    server.add(
         "--grace",
         10.0,
         "seconds in-flight calls may finish on SIGTERM/SIGINT (default 10)",
@@ -240,6 +274,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         reflection=not args.no_reflection,
         port_file=args.port_file,
         metrics_port=args.metrics_port,
+        max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
     )
 
 
