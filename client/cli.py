@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from imagesim import protocol
 from imagesim.client.bulk import (
+    DNS_STREAMS,
     BulkReport,
     add_vectors,
     index_paths,
@@ -38,7 +39,7 @@ from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
 from imagesim.client.security_flags import add_security_flags, security_from_args
 from imagesim.enums import Space
-from imagesim.errors import ImagesimError, InvalidArgument
+from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
 from imagesim.v1 import index_pb2
 
@@ -80,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     embedding.add_argument(
         "--embedder",
         default=DEFAULT_EMBEDDER,
-        help=f"Embedder HOST:PORT (env IMAGESIM_EMBEDDER, default {DEFAULT_EMBEDDER})",
+        help="Embedder HOST:PORT, or replicas: HOST:PORT,HOST:PORT,... or dns:///NAME:PORT "
+        "(one channel balanced round-robin over them; env IMAGESIM_EMBEDDER, default "
+        f"{DEFAULT_EMBEDDER})",
     )
     embedding.add_argument(
         "--space",
@@ -88,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(Space),
         default=Space.FULL,
         help="vector space: full (2048-d) or reduced (needs a reducer)",
+    )
+    bulk = argparse.ArgumentParser(add_help=False)
+    bulk.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="embed streams open at once (default: one per replica named by --embedder, "
+        f"{DNS_STREAMS} for a dns:/// name); a stream that breaks is replaced and its "
+        "unanswered images are sent again",
     )
     searching = argparse.ArgumentParser(add_help=False)
     searching.add_argument("-k", type=int, default=10, help="how many results (default 10)")
@@ -132,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser(
         "index",
-        parents=[common, embedding],
+        parents=[common, embedding, bulk],
         help="embed every image under DIR and add it to the shards",
     )
     index.add_argument(
@@ -141,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--from-dump",
         type=Path,
-        metavar="NPZ",
-        help="add the vectors of a dump (`imagesim dump` or `export`) instead of embedding",
+        metavar="FILE",
+        help="add the vectors of a dump (`imagesim dump` or `export`: .npz, or .parquet read "
+        "as a stream) instead of embedding",
     )
     index.add_argument(
         "--meta",
@@ -190,10 +204,26 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("key", metavar="KEY")
 
     dump = commands.add_parser(
-        "dump", parents=[embedding], help="embed a folder once into a vector dump (.npz)"
+        "dump",
+        parents=[embedding, bulk],
+        help="embed a folder once into a vector dump (.npz or .parquet); a re-run embeds only "
+        "the files not in it yet",
     )
     dump.add_argument("folder", type=Path, metavar="DIR")
-    dump.add_argument("--out", type=Path, required=True, help="the dump file (.npz)")
+    dump.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the dump file: .npz, or .parquet (written in checkpoints; needs the parquet or "
+        "ray extra)",
+    )
+    dump.add_argument(
+        "--engine",
+        choices=["grpc", "ray"],
+        default="grpc",
+        help="grpc (default): send the images to --embedder; ray: embed on Ray Data, the model "
+        "loaded in actors (needs `pip install 'imagesim[ray]'` and --out NAME.parquet)",
+    )
     dump.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     dump.add_argument("--quiet", action="store_true", help="no progress bar")
     dump.add_argument(
@@ -201,6 +231,48 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("imagesim-failed.tsv"),
         help="where to list failed files (default imagesim-failed.tsv)",
+    )
+
+    ray = dump.add_argument_group("--engine ray")
+    ray.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster to run on (e.g. ray://head:10001 or HEAD:6379; default: a private "
+        "local Ray on this machine)",
+    )
+    ray.add_argument(
+        "--actors", type=int, default=1, help="model actors, each holding the model (default 1)"
+    )
+    ray.add_argument(
+        "--batch-size", type=int, default=32, help="images per model call (default 32)"
+    )
+    ray.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
+        help="Ray CPUs each actor reserves (default 1; the model's own threads use the node)",
+    )
+    ray.add_argument(
+        "--weights", default="imagenet", help="as imagesim-embedder --weights (default imagenet)"
+    )
+    ray.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "openvino", "tensorflow"],
+        help="as imagesim-embedder --runtime (default auto)",
+    )
+    ray.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="as imagesim-embedder --precision (default auto)",
+    )
+    ray.add_argument(
+        "--model-cache",
+        default=None,
+        help="OpenVINO IR cache on each node (default: as imagesim-embedder, "
+        "$IMAGESIM_EMBEDDER_MODEL_CACHE or ~/.keras/imagesim-ir)",
     )
 
     export = commands.add_parser(
@@ -288,29 +360,50 @@ def cmd_index(args: argparse.Namespace) -> int:
             build=not args.no_build,
             resume=not args.reindex,
             extra_metadata=dict(args.meta),
+            streams=args.streams,
         )
     print_report(report, "indexed", len(paths), args.report)
     return 0
 
 
 def index_dump(args: argparse.Namespace) -> int:
-    dump = VectorDump.load(args.from_dump)
     extra = dict(args.meta)
-    metadata = dump.metadata or [{} for _ in dump.keys]
+    if is_parquet(args.from_dump):
+        parquet = parquet_module()
+        header = parquet.read_header(args.from_dump)
+        dims = header.dims
+        total = parquet.row_count(args.from_dump)
+        rows: Iterable[tuple[str, np.ndarray, Mapping[str, str]]] = parquet.read_rows(
+            args.from_dump
+        )
+    else:
+        dump = VectorDump.load(args.from_dump)
+        dims, total = dump.dims, len(dump.keys)
+        rows = zip(dump.keys, dump.vectors, dump.metadata or [{} for _ in dump.keys], strict=True)
     with Collection(args.shards, args.timeout) as collection:
-        collection.check_dims(dump.dims)
+        collection.check_dims(dims)
         report = add_vectors(
-            (
-                (key, vector, {**meta, **extra})
-                for key, vector, meta in zip(dump.keys, dump.vectors, metadata, strict=True)
-            ),
+            ((key, vector, {**meta, **extra}) for key, vector, meta in rows),
             collection,
             BulkReport(),
             args.chunk_size,
             build=not args.no_build,
         )
-    print_report(report, "indexed", len(dump.keys))
+    print_report(report, "indexed", total)
     return 0
+
+
+def parquet_module() -> Any:
+    """client.parquet_dump, or an error naming the extra that brings pyarrow."""
+    try:
+        from imagesim.client import parquet_dump
+    except ImportError as exc:
+        raise FailedPrecondition(str(exc)) from None
+    return parquet_dump
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
 
 
 def print_report(report: BulkReport, done: str, total: int, failures: Path | None = None) -> None:
@@ -323,6 +416,11 @@ def print_report(report: BulkReport, done: str, total: int, failures: Path | Non
         print(f"failed files listed in {failures}", file=sys.stderr)
     if report.already:
         print(f"{report.already} images were already done (previous run)")
+    if report.streams_broken:
+        print(
+            f"{report.streams_broken} embed streams broke and were replaced; "
+            f"{report.resent} images were sent again (none lost)"
+        )
     shards = ", ".join(f"{address}: {n}" for address, n in report.per_shard.items())
     shards = f"; per shard: {shards}" if shards else ""
     print(
@@ -334,12 +432,69 @@ def print_report(report: BulkReport, done: str, total: int, failures: Path | Non
 def cmd_dump(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         raise ImagesimError(f"{args.folder} is not a directory")
+    if args.engine == "ray":
+        return ray_dump_command(args)
+    if is_parquet(args.out):
+        parquet_module()  # pyarrow is there, or the error names the extra
+        from imagesim.client.dump import dump_folder_parquet
+
+        with EmbedderClient(args.embedder, args.timeout) as embedder:
+            rows, report = dump_folder_parquet(
+                args.folder,
+                embedder,
+                args.out,
+                args.space,
+                progress=not args.quiet,
+                streams=args.streams,
+            )
+        print_report(report, "embedded", report.done + len(report.failed), args.report)
+        print(f"{args.out}: {rows} vectors")
+        return 0
     with EmbedderClient(args.embedder, args.timeout) as embedder:
         dump, report = dump_folder(
-            args.folder, embedder, args.out, args.space, progress=not args.quiet
+            args.folder,
+            embedder,
+            args.out,
+            args.space,
+            progress=not args.quiet,
+            streams=args.streams,
         )
     print_report(report, "embedded", report.done + len(report.failed), args.report)
     print(f"{args.out}: {len(dump.keys)} vectors ({dump.dims}-d {dump.space})")
+    return 0
+
+
+RAY_EXTRA_HINT = "--engine ray needs Ray Data and pyarrow: pip install 'imagesim[ray]'"
+
+
+def ray_dump_command(args: argparse.Namespace) -> int:
+    """`dump --engine ray`: Ray is imported only here (the extra may not be installed)."""
+    if not is_parquet(args.out):
+        raise InvalidArgument("the Ray engine writes Parquet: give --out NAME.parquet")
+    try:
+        from imagesim.client import ray_dump
+        from imagesim.embedder_server.batch_inference import ModelSpec
+
+        ray_dump.import_ray()
+    except ImportError:
+        raise FailedPrecondition(RAY_EXTRA_HINT) from None
+    writer, report = ray_dump.ray_dump(
+        args.folder,
+        args.out,
+        ModelSpec(args.weights, args.runtime, args.precision, args.model_cache),
+        ray_dump.RaySettings(
+            address=args.ray_address,
+            actors=args.actors,
+            batch_size=args.batch_size,
+            cpus_per_actor=args.cpus_per_actor,
+        ),
+        args.space,
+        progress=not args.quiet,
+    )
+    print_report(report, "embedded", report.done + len(report.failed), args.report)
+    where = f"Ray at {args.ray_address}" if args.ray_address else "a local Ray"
+    header = writer.header.describe() if writer.header else "no vectors"
+    print(f"{args.out}: {writer.total} vectors ({header}); {args.actors} actors on {where}")
     return 0
 
 

@@ -16,6 +16,8 @@ EXTRA_MODULES = {
     "embedder": ("tensorflow", "keras", "openvino"),
     "index": ("annoy", "filelock"),
     "servers": ("grpc_health", "grpc_reflection"),
+    "parquet": ("pyarrow",),
+    "ray": ("ray",),
 }
 
 
@@ -36,7 +38,7 @@ def run_blocked(
     )
 
 
-CLIENT_BLOCKED = (*EXTRA_MODULES["embedder"], *EXTRA_MODULES["index"], *EXTRA_MODULES["servers"])
+CLIENT_BLOCKED = tuple(name for modules in EXTRA_MODULES.values() for name in modules)
 
 
 def test_the_client_cli_runs_real_commands_without_server_packages(tmp_path: Path):
@@ -92,6 +94,19 @@ def test_the_client_cli_runs_real_commands_without_server_packages(tmp_path: Pat
         assert (
             result.stderr.count("\n") == 1 and "pip install 'imagesim[reduction]'" in result.stderr
         )
+
+
+def test_parquet_and_ray_commands_name_their_extra_when_it_is_missing(tmp_path: Path):
+    (tmp_path / "photos").mkdir()
+    for args, extra in (
+        (("dump", str(tmp_path / "photos"), "--engine", "ray", "--out", "v.parquet"), "ray"),
+        (("dump", str(tmp_path / "photos"), "--out", "v.parquet"), "parquet"),
+        (("index", "--from-dump", str(tmp_path / "v.parquet")), "parquet"),
+    ):
+        result = run_blocked(CLIENT_BLOCKED, "imagesim.client.cli:main", *args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"pip install 'imagesim[{extra}]'" in result.stderr
 
 
 def test_the_index_server_starts_without_the_embedder_packages(tmp_path: Path):
