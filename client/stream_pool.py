@@ -8,6 +8,11 @@ faster replica takes more) with at most `window` unanswered images each. After
 `stream_images` images a stream stops taking new ones and drains while a new stream (a new
 pick) replaces it, so a long run follows replicas that join, leave or restart.
 
+The first streams of a run open while the channel is still connecting to the replicas, so
+they may all land on the first replica that answered: with several streams, each of the first
+ones takes only FIRST_STREAM_IMAGES images before it is replaced, and the new picks spread over
+every replica that has connected by then.
+
 When a stream breaks on a transient failure (UNAVAILABLE: its replica died, restarted or went
 away; TOO_MANY_STREAMS), the images sent on it and not answered go back to the front of the
 queue and are sent again on a new stream after a short backoff. An image is keyed by its id
@@ -33,6 +38,7 @@ from imagesim.errors import DeadlineExceeded, ImagesimError, Reason, Unavailable
 
 DEFAULT_WINDOW = 64  # unanswered images per stream (the server's own window is 64)
 DEFAULT_STREAM_IMAGES = 2048  # images per stream before it is replaced by a new pick
+FIRST_STREAM_IMAGES = 16  # the same for the first streams of a run over several streams
 BACKOFF_START = 0.1  # seconds before reopening after a broken stream, doubling ...
 BACKOFF_MAX = 2.0  # ... up to this
 
@@ -60,7 +66,8 @@ def transient(error: ImagesimError) -> bool:
 class _Stream:
     """Book-keeping of one open stream (guarded by the pool's lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # images it sends before it is replaced
         self.in_flight: dict[str, Job] = {}  # sent, not answered, in send order
         self.taking = True  # still takes new images from the queue
         self.broken = False
@@ -191,7 +198,8 @@ class StreamPool:
                     if self._taking < self.streams and waiting and now >= self._reopen_at:
                         break
                     self._lock.wait(0.05 if now < self._reopen_at else 0.5)
-                stream = _Stream()
+                first = self.streams > 1 and self.stats.streams_opened < self.streams
+                stream = _Stream(FIRST_STREAM_IMAGES if first else self.stream_images)
                 self._open.append(stream)
                 self._taking += 1
                 self.stats.streams_opened += 1
@@ -223,15 +231,13 @@ class StreamPool:
 
     def _requests(self, stream: _Stream) -> Iterator[tuple[str, bytes]]:
         """What one stream sends: images from the shared queue, within its window; ends after
-        `stream_images`, when no image is left to send, or when the stream broke."""
+        its limit of images, when no image is left to send, or when the stream broke."""
         while True:
             with self._lock:
                 while True:
                     if self._stopping or stream.broken:
                         return
-                    if stream.sent >= self.stream_images or (
-                        self._feeding_done and not self._queue
-                    ):
+                    if stream.sent >= stream.limit or (self._feeding_done and not self._queue):
                         self._stop_taking(stream)
                         return
                     if self._queue and len(stream.in_flight) < self.window:
