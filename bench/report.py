@@ -14,6 +14,7 @@ from bench.embed import RawResult, ServedResult
 from bench.fanout import FanOutResult
 from bench.index import IndexResult
 from bench.query import QueryResult
+from bench.ray_local import RayResult
 from bench.startup import StartupResult
 
 
@@ -31,6 +32,7 @@ class BenchResults:
     fan_out: FanOutResult | None = None
     index_rss_mb: float | None = None
     duplicates: DuplicatesResult | None = None
+    ray: list[RayResult] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,14 @@ def table(results: BenchResults) -> str:
         parts = ", ".join(f"{k} {v:.2f} ms" for k, v in f.p50_ms.items())
         pca = f", pca-256 {f.ratio_4_vs_1_pca256:.2f}x" if f.ratio_4_vs_1_pca256 is not None else ""
         lines.append(f"fan-out p50: {parts}; 4 vs 1 shards {f.ratio_4_vs_1:.2f}x{pca}")
+    for r in results.ray:
+        lines.append(
+            f"bulk dump {r.config:<13} {r.images} photos: gRPC dump {r.grpc_dump_img_s:6.1f} "
+            f"img/s | imagesim dump --engine ray ({r.actors} actor, batch {r.batch_size}, local "
+            f"Ray) {r.ray_img_s:6.1f} img/s whole run ({r.ratio_whole_vs_grpc:.2f}x gRPC), "
+            f"start-up {r.ray_start_s:.1f} s, <= {r.ray_after_start_img_s:.1f} img/s after it | "
+            f"Ray=gRPC cos >= {r.min_cosine_ray_vs_grpc:.5f}"
+        )
     if results.index_rss_mb is not None:
         lines.append(f"index shard RSS (built): {results.index_rss_mb:.0f} MB")
     if results.duplicates is not None:

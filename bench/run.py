@@ -8,7 +8,8 @@ Sections (each its own module with a typed result): raw model per runtime/precis
 throughput, batch 1 latency) and agreement with TensorFlow float32 on real photos; served
 throughput (gRPC 1 and 8 clients, bulk dump) and query latency image -> top-10 over 2 shards,
 per runtime/precision; start-up to SERVING (converting, and from the cached IR) and RSS; index
-recall@10; fan-out 1 vs 4 shards; near-duplicate groups of 25,000 x 2048 (bench.duplicates).
+recall@10; fan-out 1 vs 4 shards; near-duplicate groups of 25,000 x 2048 (bench.duplicates);
+bulk dump on a local Ray against the gRPC dump (bench.ray_local).
 --quick runs every code path on tiny inputs (CI smoke test); its timings mean nothing, its
 correctness figures (agreement, recall, own photo first) do.
 """
@@ -27,6 +28,7 @@ from bench.embed import raw_models, served
 from bench.fanout import fan_out
 from bench.index import index_quality
 from bench.query import photo_key, query_latency
+from bench.ray_local import ray_vs_grpc
 from bench.report import BenchResults, table
 from bench.shards import start_shards, stop_all
 from bench.startup import StartupResult, startup
@@ -36,7 +38,7 @@ from imagesim.embedder_server.runtimes.select import load_runtime
 from imagesim.testing.vectors import structured as structured_vectors
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
-SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates")
+SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates", "ray")
 
 
 def default_configs(quick: bool) -> list[Config]:
@@ -108,6 +110,14 @@ def run(args: argparse.Namespace) -> BenchResults:
     if "duplicates" in sections:
         log("near-duplicate groups ...")
         results.duplicates = duplicates(quick, work / "duplicates")
+    if "ray" in sections:
+        config = configs[0]
+        images = 16 if quick else 384
+        log(f"bulk dump on a local Ray vs gRPC dump, {config.label}, {images} photos ...")
+        ray_photos = photos if images == count else Workload(work / f"photos-{images}", images)
+        results.ray.append(
+            ray_vs_grpc(config, work, ray_photos, 1 if quick else 3, batch_size=8 if quick else 32)
+        )
     return results
 
 

@@ -33,7 +33,7 @@ from imagesim.client.bulk import BulkReport, image_metadata, list_images, path_k
 from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
 from imagesim.embedder_server.batch_inference import BatchModel, ModelSpec, decode_batch
 from imagesim.enums import Space
-from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
+from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,20 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         "logging_level": logging.ERROR,
         "include_dashboard": False,
     }
-    if settings.address:
-        ray.init(address=settings.address, **common)
-    else:
-        cpus = settings.local_cpus or os.cpu_count() or 1
-        ray.init(
-            address="local",
-            num_cpus=max(cpus, int(settings.actors * settings.cpus_per_actor) + 1),
-            object_store_memory=settings.object_store_mb * 1024 * 1024,
-            **common,
-        )
+    try:
+        if settings.address:
+            ray.init(address=settings.address, **common)
+        else:
+            cpus = settings.local_cpus or os.cpu_count() or 1
+            ray.init(
+                address="local",
+                num_cpus=max(cpus, int(settings.actors * settings.cpus_per_actor) + 1),
+                object_store_memory=settings.object_store_mb * 1024 * 1024,
+                **common,
+            )
+    except Exception as exc:  # Ray raises plain exceptions (e.g. a raylet that never came up)
+        where = f"connect to Ray at {settings.address}" if settings.address else "start a local Ray"
+        raise Unavailable(f"could not {where}: {exc}") from exc
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the dump has its own

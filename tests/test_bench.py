@@ -53,4 +53,11 @@ def test_quick_benchmark_runs_every_section_and_its_figures_hold(tmp_path):
     assert rows["numpy exact"]["recall_at_10"] == 1.0  # measured against a full sort
     assert rows["annoy+rerank"]["recall_at_10"] >= 0.9
     assert results["fan_out"]["p50_ms"]["4 shards"] > 0
+    # Local Ray and the gRPC dump embedded the same photos with the same model.
+    [ray] = results["ray"]
+    assert ray["config"] == "openvino/float32" and ray["images"] == 16
+    assert ray["grpc_dump_img_s"] > 0 and ray["ray_img_s"] > 0 and ray["ray_start_s"] > 0
+    assert len(ray["rounds"]["ray"]) == 1
+    assert ray["min_cosine_ray_vs_grpc"] >= 0.9999
     assert "machine: " in result.stdout and "fan-out p50" in result.stdout
+    assert "bulk dump openvino/float32 16 photos" in result.stdout
