@@ -185,7 +185,7 @@ def embed_files(
                 report.failed.append((_shown(path), str(reason)))
                 bar.update(1)
                 continue
-            metadata[image.key] = {**image.metadata, **(extra_metadata or {})}
+            metadata[image.key] = {**image.metadata, **(extra_metadata or {}), **expected.tags()}
             yield Job(image.key, image.data)
 
     deadline = Deadline(embedder.timeout + per_image_timeout * len(paths))

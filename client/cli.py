@@ -7,16 +7,18 @@ import their extra's modules lazily and name the extra when it is missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imagesim import protocol
+from imagesim import protocol, reserved
 from imagesim.client.bulk import (
     DNS_STREAMS,
     BulkReport,
@@ -27,7 +29,7 @@ from imagesim.client.bulk import (
 )
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.dump import VectorDump, dump_folder
-from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.client.picture_commands import (
     add_duplicates_command,
     cmd_duplicates,
@@ -41,7 +43,7 @@ from imagesim.client.security_flags import add_security_flags, security_from_arg
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
-from imagesim.v1 import index_pb2
+from imagesim.v1 import embedder_pb2
 
 DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
 DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
@@ -350,6 +352,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         Collection(args.shards, args.timeout) as collection,
     ):
         collection.check_dims(embedder.dimension(args.space))
+        warn(collection.check_model(*model_of(embedder.info())))
         report = index_paths(
             paths,
             embedder,
@@ -372,6 +375,7 @@ def index_dump(args: argparse.Namespace) -> int:
         parquet = parquet_module()
         header = parquet.read_header(args.from_dump)
         dims = header.dims
+        made_by = (header.model_fingerprint, header.runtime, header.precision)
         total = parquet.row_count(args.from_dump)
         rows: Iterable[tuple[str, np.ndarray, Mapping[str, str]]] = parquet.read_rows(
             args.from_dump
@@ -379,11 +383,14 @@ def index_dump(args: argparse.Namespace) -> int:
     else:
         dump = VectorDump.load(args.from_dump)
         dims, total = dump.dims, len(dump.keys)
+        made_by = (dump.model_fingerprint, "", "")
         rows = zip(dump.keys, dump.vectors, dump.metadata or [{} for _ in dump.keys], strict=True)
+    tags = reserved.model_tags(*made_by)  # rows made before tagging get the dump's own
     with Collection(args.shards, args.timeout) as collection:
         collection.check_dims(dims)
+        warn(collection.check_model(*made_by))
         report = add_vectors(
-            ((key, vector, {**meta, **extra}) for key, vector, meta in rows),
+            ((key, vector, {**tags, **meta, **extra}) for key, vector, meta in rows),
             collection,
             BulkReport(),
             args.chunk_size,
@@ -554,6 +561,17 @@ def neighbour_rows(result: SearchResult) -> list[dict[str, Any]]:
     ]
 
 
+def model_of(info: embedder_pb2.InfoResponse) -> tuple[str, str, str]:
+    """(fingerprint, runtime, precision) of what an embedder runs."""
+    identity = ModelIdentity.of(info)
+    return identity.fingerprint, identity.runtime, identity.precision
+
+
+def warn(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
 def warn_missing(results: list[SearchResult]) -> None:
     """Name each shard left out of a partial answer, once, on stderr."""
     missing = {address: error for result in results for address, error in result.missing.items()}
@@ -586,6 +604,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
         collection.connect(allow_missing=args.allow_partial, timeout=deadline.remaining())
         collection.check_dims(vectors.shape[1])
+        warn(collection.check_model(*model_of(embedder.info(deadline.remaining()))))
         results = collection.search_many(
             vectors, search_params(args), deadline.remaining(), args.allow_partial
         )
@@ -645,38 +664,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def stats_row(address: str, s: index_pb2.StatsResponse) -> dict[str, Any]:
-    return {
-        "shard": address,
-        "shard_id": s.shard_id,
-        "count": s.count,
-        "built_count": s.built_count,
-        "staged": s.staged,
-        "hidden": s.hidden,
-        "dimension": s.dimension,
-        "metric": protocol.metric_of(s.metric).value,
-        "generation": s.generation,
-        "trees": s.trees,
-        "built": s.built,
-        "building": s.building,
-        "index_bytes": s.index_bytes,
-        "last_build_seconds": protocol.seconds_of(s.last_build_duration),
-        "last_build_error": s.last_build_error,
-        "layout_version": s.layout.version,
-        "project_dims": s.project_dims,
-    }
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        rows = [
-            stats_row(a, s) for a, s in zip(collection.addresses, collection.stats(), strict=True)
-        ]
-    total = {
+        rows = [dataclasses.asdict(status) for status in collection.status()]
+    total: dict[str, Any] = {
         "shards": len(rows),
         **{
             name: sum(r[name] for r in rows)
             for name in ("count", "built_count", "staged", "hidden", "index_bytes")
+        },
+        **{
+            name: dict(sum((Counter(r[name]) for r in rows), Counter()))
+            for name in ("models", "embedded_by")
         },
     }
     if args.json:
@@ -690,10 +689,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"{', building' if s['building'] else ''}"
             f"{'; last build failed: ' + s['last_build_error'] if s['last_build_error'] else ''}"
         )
+    made_by = ", ".join(f"{k} ({n})" for k, n in sorted(total["embedded_by"].items()))
     print(
         f"total: {total['count']} items in {total['shards']} shards ({total['built_count']} "
         f"built, {total['staged']} staged, {total['hidden']} hidden), "
         f"{total['index_bytes'] / 1e6:.1f} MB of index"
+        + (f"; embedded on {made_by}" if made_by else "")
     )
     return 0
 

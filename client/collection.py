@@ -10,14 +10,14 @@ writes can never be misrouted, and searches never silently miss a shard.
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 
-from imagesim import protocol
+from imagesim import protocol, reserved
 from imagesim.channel import ChannelSecurity
 from imagesim.client.index_client import (
     BUILD_TIMEOUT,
@@ -26,6 +26,7 @@ from imagesim.client.index_client import (
     ItemToAdd,
     Layout,
     Neighbor,
+    ShardStatus,
     neighbors,
 )
 from imagesim.client.merge import merge_top_k
@@ -129,6 +130,13 @@ class Collection:
             lambda s: s.stub.Stats, index_pb2.StatsRequest(), Deadline(timeout or self.timeout)
         )
 
+    def status(self, timeout: float | None = None) -> list[ShardStatus]:
+        """Every shard's Stats in plain Python types, in the order of the shard list."""
+        return [
+            ShardStatus.from_proto(address, stats)
+            for address, stats in zip(self.addresses, self.stats(timeout), strict=True)
+        ]
+
     # ---- layout ---------------------------------------------------------------------------
 
     def connect(self, allow_missing: bool = False, timeout: float | None = None) -> Layout:
@@ -172,6 +180,11 @@ class Collection:
             layout = recorded.pop()
             self._check_listed(layout, ids, complete=len(stats) == len(self.shards))
         self.dims, self.metric = dims, protocol.metric_of(metric)
+        self.models: Counter[str] = Counter()  # items per model fingerprint prefix
+        self.embedded_by: Counter[str] = Counter()  # items per runtime/precision
+        for s in stats.values():
+            self.models.update(dict(s.models))
+            self.embedded_by.update(dict(s.embedded_by))
         self._layout = layout
         self._by_id = {ids[s.address]: s for s in self.shards if s.address in ids}
         return layout
@@ -370,6 +383,32 @@ class Collection:
         for shard in self.shards:
             for page in shard.scan(page_size, "", include_vectors, include_metadata, timeout=3600):
                 yield from page
+
+    def check_model(self, fingerprint: str, runtime: str = "", precision: str = "") -> list[str]:
+        """Refuse vectors of another model than the one that made the collection's vectors
+        (FailedPrecondition, SPACE_MISMATCH: they are not comparable); return warnings when
+        this runtime/precision differs from some already there (comparable within the
+        agreement the README states). Reads what connect() read."""
+        self.layout  # noqa: B018 - connects once
+        made = reserved.model_tags(fingerprint, runtime, precision)
+        model = made.get(reserved.MODEL)
+        if model and self.models and model not in self.models:
+            known = ", ".join(f"{m} ({n} items)" for m, n in self.models.most_common())
+            raise FailedPrecondition(
+                f"the collection holds vectors of model {known}; these come from model "
+                f"{model}: vectors of different models are not comparable (use another "
+                "collection, or the embedder the collection was made with)",
+                reason=Reason.SPACE_MISMATCH,
+            )
+        mine = made.get(reserved.EMBEDDED_BY)
+        others = sorted(set(self.embedded_by) - {mine}) if mine else []
+        if not others:
+            return []
+        return [
+            f"note: the collection also holds vectors made on {', '.join(others)}; these "
+            f"come from {mine} (same model: they agree to within the top-10 agreement the "
+            "README's performance table gives)"
+        ]
 
     def check_dims(self, dims: int) -> None:
         """The shards must hold `dims`-d vectors (those the embedder makes)."""

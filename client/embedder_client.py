@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from imagesim import protocol
+from imagesim import protocol, reserved
 from imagesim.channel import ChannelSecurity, parse_target
 from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, rpc_error, status_error
 from imagesim.enums import Space
@@ -40,6 +40,10 @@ class ModelIdentity:
 
     def describe(self) -> str:
         return f"model {self.fingerprint[:12]} on {self.runtime}/{self.precision}"
+
+    def tags(self) -> dict[str, str]:
+        """The reserved metadata keys that say what made a vector (imagesim.reserved)."""
+        return reserved.model_tags(self.fingerprint, self.runtime, self.precision)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,55 @@ class Layout:
         return {*self.shard_ids, *self.next_shard_ids}
 
 
+@dataclass(frozen=True)
+class ShardStatus:
+    """One shard's Stats in plain Python types (the CLI's and the web API's view of it)."""
+
+    shard: str  # the address it was reached at
+    shard_id: str
+    count: int
+    built_count: int
+    staged: int
+    hidden: int
+    dimension: int
+    metric: str
+    generation: int
+    trees: int
+    built: bool
+    building: bool
+    index_bytes: int
+    last_build_seconds: float
+    last_build_error: str
+    layout_version: int
+    project_dims: int
+    models: dict[str, int]
+    embedded_by: dict[str, int]
+
+    @classmethod
+    def from_proto(cls, address: str, s: index_pb2.StatsResponse) -> ShardStatus:
+        return cls(
+            shard=address,
+            shard_id=s.shard_id,
+            count=s.count,
+            built_count=s.built_count,
+            staged=s.staged,
+            hidden=s.hidden,
+            dimension=s.dimension,
+            metric=protocol.metric_of(s.metric).value,
+            generation=s.generation,
+            trees=s.trees,
+            built=s.built,
+            building=s.building,
+            index_bytes=s.index_bytes,
+            last_build_seconds=protocol.seconds_of(s.last_build_duration),
+            last_build_error=s.last_build_error,
+            layout_version=s.layout.version,
+            project_dims=s.project_dims,
+            models=dict(s.models),
+            embedded_by=dict(s.embedded_by),
+        )
+
+
 def neighbors(result: index_pb2.SearchResult, shard: str) -> list[Neighbor]:
     return [
         Neighbor(n.key, n.distance, shard, dict(n.metadata) if n.metadata else None)

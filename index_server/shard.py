@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
+from imagesim import reserved
 from imagesim.enums import Metric
 from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from imagesim.index_server.generation import (
@@ -61,9 +62,6 @@ from imagesim.routing import homes
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "LOCK"
-# Reserved metadata keys the client library writes on bulk adds (see StatsResponse.models).
-MODEL_KEY = "imagesim.model"
-EMBEDDED_BY_KEY = "imagesim.embedded_by"
 # A metadata filter matching at most this many items is answered by an exact search over
 # exactly those items (read from the store) instead of filtering Annoy's candidates.
 EXACT_FILTER_ITEMS = 4096
@@ -699,6 +697,6 @@ class Shard:
             if generation is not None and generation.projection is not None
             else 0,
             limits=self.limits,
-            models=self.store.count_values(MODEL_KEY),
-            embedded_by=self.store.count_values(EMBEDDED_BY_KEY),
+            models=self.store.count_values(reserved.MODEL),
+            embedded_by=self.store.count_values(reserved.EMBEDDED_BY),
         )

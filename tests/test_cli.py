@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 from imagesim.testing.cli import run_cli as imagesim
@@ -148,7 +149,15 @@ def test_similar_threshold_filter_and_metadata(indexed, photos):
     }
     meta = answer["neighbors"][0]["metadata"]
     assert meta["album"] == "tests" and int(meta["width"]) > 0 and int(meta["file_size"]) > 0
-    assert set(meta) == {"album", "file_size", "width", "height", "mtime"}
+    assert set(meta) == {
+        "album",
+        "file_size",
+        "width",
+        "height",
+        "mtime",
+        "imagesim.model",
+        "imagesim.embedded_by",
+    }
     far = answer["neighbors"][-1]["distance"]
     near = json.loads(
         imagesim(
@@ -226,3 +235,55 @@ def test_a_server_that_is_down_gives_one_line_naming_it(indexed, photos):
     assert answer["neighbors"][0]["key"] == image
     assert answer["missing_shards"] == ["127.0.0.1:2"]
     assert "127.0.0.1:2 missing" in partial.stderr
+
+
+def test_the_collection_remembers_what_made_its_vectors(indexed, embedder_server, photos, tmp_path):
+    """Bulk adds tag items with the model and runtime/precision: stats count them, another
+    model's vectors are refused, another runtime's get a note."""
+    from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
+    from imagesim.client.index_client import IndexClient, ItemToAdd
+    from imagesim.testing.launch import start_index
+
+    _, shards, *_ = indexed
+    with EmbedderClient(embedder_server.address) as embedder:
+        identity = ModelIdentity.of(embedder.info())
+    total = json.loads(imagesim("stats", "--shards", shards, "--json").stdout)["total"]
+    made_by = f"{identity.runtime}/{identity.precision}"
+    assert total["embedded_by"] == {made_by: total["count"]}
+    assert total["models"] == {identity.fingerprint[:16]: total["count"]}
+
+    other = start_index(tmp_path / "other.log", tmp_path / "other", 2048)
+    try:
+        with IndexClient(other.address) as shard:
+            vector = np.ones(2048, np.float32)
+            shard.add([ItemToAdd("old.jpg", vector, {"imagesim.model": "0" * 16})])
+        refused = imagesim(
+            "index",
+            str(photos / "real"),
+            "--embedder",
+            embedder_server.address,
+            "--shards",
+            other.address,
+            "--quiet",
+            check=False,
+        )
+        assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stderr
+        assert "vectors of different models are not comparable" in refused.stderr
+        with IndexClient(other.address) as shard:
+            shard.remove(["old.jpg"])
+            tagged = {
+                "imagesim.model": identity.fingerprint[:16],
+                "imagesim.embedded_by": "tensorflow/float16",
+            }
+            shard.add([ItemToAdd("tf.jpg", vector, tagged)])
+        query = imagesim(
+            "query",
+            str(photos / "real" / "coffee.jpg"),
+            "--embedder",
+            embedder_server.address,
+            "--shards",
+            other.address,
+        )
+        assert "also holds vectors made on tensorflow/float16" in query.stderr
+    finally:
+        other.stop()

@@ -412,21 +412,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         shards = backend.stats()
         return models.StatsResponse(
             count=sum(s.count for s in shards),
-            shards=[
-                models.ShardStats(
-                    shard=s.address,
-                    shard_id=s.shard_id,
-                    count=s.count,
-                    built_count=s.built_count,
-                    staged=s.staged,
-                    hidden=s.hidden,
-                    dimension=s.dimension,
-                    metric=s.metric,
-                    generation=s.generation,
-                    built=s.built,
-                )
-                for s in shards
-            ],
+            shards=[models.ShardStats.model_validate(s, from_attributes=True) for s in shards],
         )
 
     return app

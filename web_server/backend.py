@@ -16,10 +16,9 @@ from functools import partial
 
 import numpy as np
 
-from imagesim import protocol
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import Item
+from imagesim.client.index_client import Item, ShardStatus
 from imagesim.client.pictures import (
     DEFAULT_MAX_DECODED_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -40,20 +39,6 @@ class UploadLimits:
     max_image_pixels: int
     max_decoded_bytes: int  # the pixels decoded in memory
     from_embedder: bool  # False: defaults, the embedder has not answered yet
-
-
-@dataclass(frozen=True)
-class ShardState:
-    address: str
-    shard_id: str
-    count: int
-    built_count: int
-    staged: int
-    hidden: int
-    dimension: int
-    metric: str
-    generation: int
-    built: bool
 
 
 class Backend:
@@ -187,23 +172,8 @@ class Backend:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def stats(self) -> list[ShardState]:
-        replies = self.collection.stats(self.timeout)
-        return [
-            ShardState(
-                address=address,
-                shard_id=s.shard_id,
-                count=s.count,
-                built_count=s.built_count,
-                staged=s.staged,
-                hidden=s.hidden,
-                dimension=s.dimension,
-                metric=protocol.metric_of(s.metric).value,
-                generation=s.generation,
-                built=s.built,
-            )
-            for address, s in zip(self.collection.addresses, replies, strict=True)
-        ]
+    def stats(self) -> list[ShardStatus]:
+        return self.collection.status(self.timeout)
 
     def readiness(self) -> tuple[dict[str, str], str]:
         """Each shard's and the embedder's state ("ok" or why not), cached for 2 s so that

@@ -1,0 +1,20 @@
+"""Metadata keys imagesim writes on items itself (the `imagesim.` prefix is reserved).
+
+Bulk adds tag each item with what made its vector, so a shard can count it (Stats.models,
+Stats.embedded_by) and clients can refuse to mix models in one collection and warn when
+runtimes or precisions mix.
+"""
+
+from __future__ import annotations
+
+MODEL = "imagesim.model"  # the first FINGERPRINT_CHARS hex digits of the model fingerprint
+EMBEDDED_BY = "imagesim.embedded_by"  # "runtime/precision", e.g. "openvino/bfloat16"
+FINGERPRINT_CHARS = 16
+
+
+def model_tags(fingerprint: str, runtime: str = "", precision: str = "") -> dict[str, str]:
+    """The reserved keys for a vector of this model (runtime/precision when known)."""
+    tags = {MODEL: fingerprint[:FINGERPRINT_CHARS]} if fingerprint else {}
+    if runtime and precision:
+        tags[EMBEDDED_BY] = f"{runtime}/{precision}"
+    return tags
