@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 
 from imagesim import protocol, reserved
-from imagesim.channel import ChannelSecurity, parse_target
-from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, rpc_error, status_error
+from imagesim.channel import parse_target
+from imagesim.client.rpc import ServiceClient, rpc_error, status_error
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
 from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
@@ -92,20 +92,15 @@ class EmbedderClient(ServiceClient):
     channel (HOST:PORT,HOST:PORT,... or dns:///NAME:PORT; see imagesim.channel.parse_target)."""
 
     what = "the embedder"
+    stub_type = embedder_pb2_grpc.EmbedderStub
 
-    def __init__(
-        self,
-        address: str,
-        timeout: float = DEFAULT_TIMEOUT,
-        security: ChannelSecurity | None = None,
-    ) -> None:
-        super().__init__(address, timeout, security)
-        self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
-        # how many replicas the address names (None: a resolved name, count unknown)
-        self.replicas = parse_target(address).replicas
+    @property
+    def replicas(self) -> int | None:
+        """How many replicas the address names (None: a resolved name, count unknown)."""
+        return parse_target(self.address).replicas
 
     def info(self, timeout: float | None = None) -> embedder_pb2.InfoResponse:
-        return self._call(self._stub.Info, embedder_pb2.InfoRequest(), timeout)
+        return self._call(self.stub.Info, embedder_pb2.InfoRequest(), timeout)
 
     def dimension(self, space: Space = Space.FULL, timeout: float | None = None) -> int:
         """Vector length in `space`; FailedPrecondition if the server does not offer it."""
@@ -123,7 +118,7 @@ class EmbedderClient(ServiceClient):
     ) -> np.ndarray:
         """One encoded image -> float32 vector."""
         request = embedder_pb2.EmbedRequest(image=image, space=protocol.SPACES[Space(space)])
-        reply = self._call(self._stub.Embed, request, timeout)
+        reply = self._call(self.stub.Embed, request, timeout)
         return protocol.vector_of(reply.embedding.values)
 
     def open_stream(
@@ -140,7 +135,7 @@ class EmbedderClient(ServiceClient):
             embedder_pb2.EmbedStreamRequest(image=data, space=wire_space, id=image_id)
             for image_id, data in images
         )
-        return EmbedStreamCall(self._stub.EmbedStream(requests, timeout=timeout), self.address)
+        return EmbedStreamCall(self.stub.EmbedStream(requests, timeout=timeout), self.address)
 
     def embed_stream(
         self,

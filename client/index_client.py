@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imagesim import protocol
-from imagesim.channel import ChannelSecurity
-from imagesim.client.rpc import DEFAULT_TIMEOUT, ServiceClient, call
+from imagesim.client.rpc import ServiceClient, call
 from imagesim.params import SearchParams
 from imagesim.v1 import index_pb2, index_pb2_grpc
 
@@ -131,15 +130,7 @@ def neighbors(result: index_pb2.SearchResult, shard: str) -> list[Neighbor]:
 
 class IndexClient(ServiceClient):
     what = "index shard"
-
-    def __init__(
-        self,
-        address: str,
-        timeout: float = DEFAULT_TIMEOUT,
-        security: ChannelSecurity | None = None,
-    ) -> None:
-        super().__init__(address, timeout, security)
-        self.stub = index_pb2_grpc.IndexStub(self._channel)
+    stub_type = index_pb2_grpc.IndexStub
 
     def add(
         self, items: Iterable[ItemToAdd], layout_version: int = 0, timeout: float | None = None

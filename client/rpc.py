@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -118,6 +118,7 @@ class ServiceClient:
     the CLI sets from its flags), else ChannelSecurity.from_env() (IMAGESIM_API_KEY, ...)."""
 
     what = "the server"
+    stub_type: ClassVar[type[Any]]  # the generated stub class of the service
 
     def __init__(
         self,
@@ -132,6 +133,7 @@ class ServiceClient:
             self._channel = open_channel(address, security=self.security)
         except ValueError as exc:
             raise InvalidArgument(str(exc), address=address) from None
+        self.stub = self.stub_type(self._channel)
 
     def close(self) -> None:
         self._channel.close()
