@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from imagesim import reserved
 from imagesim.client.bulk import BulkReport, image_metadata, list_images, path_key
 from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
 from imagesim.embedder_server.batch_inference import BatchModel, ModelSpec, decode_batch
@@ -242,6 +243,9 @@ def _run(
         for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
             header = _header(batch, space)
             writer.start(header)
+            made_by = reserved.model_tags(
+                header.model_fingerprint, header.runtime, header.precision
+            )
             for n, key in enumerate(batch["key"]):
                 key = str(key)
                 missing.discard(key)
@@ -249,7 +253,8 @@ def _run(
                 if batch["error"][n]:
                     report.failed.append((key, str(batch["error"][n])))
                     continue
-                meta = {name: str(batch[name][n]) for name in METADATA_FIELDS}
+                # the same reserved tags as the gRPC dump, so both engines' rows are equal
+                meta = {name: str(batch[name][n]) for name in METADATA_FIELDS} | made_by
                 writer.add(key, batch["vector"][n], meta)
                 report.done += 1
     except ImagesimError:

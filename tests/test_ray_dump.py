@@ -114,7 +114,15 @@ def test_ray_vectors_equal_the_grpc_dump(runs):
     grpc_vectors = np.stack([grpc_rows[k][0] for k in keys])
     np.testing.assert_allclose(ray_vectors, grpc_vectors, rtol=1e-4, atol=1e-5)
     assert all(ray_rows[k][1] == grpc_rows[k][1] for k in keys)
-    assert set(ray_rows[keys[0]][1]) == {"file_size", "width", "height", "mtime"}
+    assert set(ray_rows[keys[0]][1]) == {
+        "file_size",
+        "width",
+        "height",
+        "mtime",
+        "imagesim.model",
+        "imagesim.embedded_by",
+    }
+    assert ray_rows[keys[0]][1]["imagesim.embedded_by"] == "openvino/float32"
 
 
 def test_the_parquet_file_says_what_made_its_vectors(runs):
