@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
@@ -21,7 +22,7 @@ import pytest
 from imagesim.security import KeyFile, Role
 from imagesim.testing.web import WebProcess
 from imagesim.web.auth import KEY_COOKIE, ApiKeyAuth, cookie_value
-from imagesim.web.login import LOGIN_SECONDS
+from imagesim.web.login import FORM_SECONDS, LOGIN_SECONDS
 from tests.pki import CertificateAuthority
 from tests.test_metrics import scrape
 from tests.web.conftest import start_secure_web, tls_client
@@ -278,6 +279,19 @@ def test_sign_in_refuses_other_sites_and_oversized_or_slow_forms(secure_web, pki
         assert big.status_code == 413 and "set-cookie" not in big.headers
         claimed = b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 999999999\r\n\r\n"
         assert raw_request(secure_web, pki, claimed).startswith(b"HTTP/1.1 413 ")
+        chunk = b"key=" + b"x" * 8000  # no length to check first: counted as it arrives
+        chunked = (
+            b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode()
+            + chunk
+            + b"\r\n"
+        )
+        assert raw_request(secure_web, pki, chunked).startswith(b"HTTP/1.1 413 ")
+        # A form that never finishes arriving is given up on after FORM_SECONDS.
+        started = time.monotonic()
+        trickle = b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nkey"
+        assert raw_request(secure_web, pki, trickle).startswith(b"HTTP/1.1 408 ")
+        assert FORM_SECONDS <= time.monotonic() - started < FORM_SECONDS + 5
         fields = "&".join(f"f{i}=1" for i in range(20))
         assert http.post("/login", content=fields.encode()).status_code == 400
 
