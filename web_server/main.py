@@ -103,6 +103,7 @@ def serve(settings: WebSettings) -> None:
         timeout_keep_alive=5,
         proxy_headers=False,
         server_header=False,
+        ws="none",  # no WebSocket routes: an Upgrade is a plain request (keys checked)
         lifespan="on",
     )
     if context is not None:

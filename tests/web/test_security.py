@@ -142,6 +142,14 @@ def test_keys_come_only_from_the_header_or_the_sign_in_cookie(secure_web, pki):
             },
         )
         assert both.status_code == 401
+        # No WebSocket detour around the check: an Upgrade is a plain (refused) request.
+        upgrade = {
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        assert http.get("/api/stats", headers=upgrade).status_code == 401
         # Paths nobody listed are closed: no key, no 404 telling what exists.
         for path in ("/nothing/here", "/api/nothing", "/api/stats/", "/openapi.yaml"):
             assert http.get(path).status_code == 401, path
