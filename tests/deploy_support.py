@@ -168,6 +168,19 @@ class Program:
         return problems
 
 
+def start_refusal(parsed: argparse.Namespace) -> str | None:
+    """Why a server given these arguments would refuse to start (the safe-binding rule of
+    imagesim.security: a non-loopback bind needs TLS and caller authentication, or
+    --insecure), None if it would start or is not a server."""
+    from imagesim.security import check_exposure
+
+    if not hasattr(parsed, "host") or not hasattr(parsed, "insecure"):
+        return None
+    tls = parsed.tls_cert is not None and parsed.tls_key is not None
+    mutual = tls and parsed.tls_client_ca is not None
+    return check_exposure(parsed.host, tls, parsed.api_keys is not None or mutual, parsed.insecure)
+
+
 def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     actions = list(parser._actions)
     for action in parser._actions:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from tests.deploy_support import Program
+from tests.deploy_support import Program, start_refusal
 
 Doc = dict[str, Any]
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -287,6 +287,9 @@ def _container(
     problems += arg_problems
     if parsed is not None:
         problems += _paths(prog, parsed, mounts)
+        refusal = start_refusal(parsed)
+        if refusal:
+            problems.append(f"{program} would not start: {refusal}")
         port = getattr(parsed, "port", None)
         if port is not None and port not in numbers:
             problems.append(f"--port {port} is not a container port")

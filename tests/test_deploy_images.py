@@ -29,6 +29,7 @@ from tests.deploy_support import (
     pyproject,
     readme_install_extras,
     stage_chain,
+    start_refusal,
 )
 
 TARGETS = ("index", "embedder", "web", "client")
@@ -277,6 +278,9 @@ def compose_problems(compose: dict[str, Any], progs: dict[str, Program]) -> list
                     problems.append(f"{where}: shard id {parsed.shard_id} used twice")
                 shard_ids.add(parsed.shard_id)
                 index_addresses.append(f"{name}:{parsed.port}")
+            refusal = start_refusal(parsed)
+            if refusal:
+                problems.append(f"{where}: would not start: {refusal}")
             if "--insecure" in argv:
                 for published in service.get("ports", []):
                     if not str(published).startswith("127.0.0.1:"):
@@ -373,6 +377,10 @@ BROKEN_COMPOSE = {
         "beyond loopback",
     ),
     "user": (lambda c: _service(c, "web").pop("user"), "not 10001:10001"),
+    "plaintext without --insecure": (
+        lambda c: _service(c, "web")["command"].remove("--insecure"),
+        "would not start: refusing to serve on 0.0.0.0",
+    ),
     "target": (
         lambda c: _service(c, "embedder")["build"].update({"target": "index"}),
         "build target index",

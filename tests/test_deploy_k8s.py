@@ -263,6 +263,16 @@ BREAKAGES = {
         ].pop("runAsNonRoot"),
         "pod does not run as a non-root user",
     ),
+    "web without keys": (
+        lambda d: _container(d, "Deployment", "imagesim-web")["args"].remove(
+            "--api-keys=/etc/imagesim/keys/api-keys"
+        ),
+        "imagesim-web would not start: refusing to serve on 0.0.0.0 without caller authentication",
+    ),
+    "shard without TLS": (
+        lambda d: [_index_args(d).remove(a) for a in list(_index_args(d)) if a.startswith("--tls")],
+        "imagesim-index would not start: refusing to serve on 0.0.0.0 without TLS",
+    ),
     "image version": (
         lambda d: _container(d, "Deployment", "imagesim-web").update(
             {"image": "imagesim-web:0.0.9"}

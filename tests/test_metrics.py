@@ -21,6 +21,7 @@ from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import InvalidArgument
 from imagesim.params import SearchParams
+from imagesim.testing.web import WebProcess
 
 DIMS = 8
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "imagesim.json"
@@ -141,20 +142,65 @@ def test_embedder_metrics_over_https_need_a_read_key(secure_embedder, pki, photo
     assert page.value("grpc_server_msg_received_total", grpc_method="EmbedStream") >= 2
 
 
-METRIC_NAME = re.compile(r"\b((?:grpc_server|imagesim|process)_[a-z0-9_]+)\b")
+METRIC_NAME = re.compile(r"\b((?:grpc_server|http_server|imagesim|process)_[a-z0-9_]+)\b")
 
 
-def test_every_metric_the_dashboard_uses_is_exported(metered_shard, secure_embedder, pki):
+@pytest.fixture
+def metered_web(metered_shard, embedder_server, pki, tmp_path) -> Iterator[WebProcess]:
+    """imagesim-web over the metered shard, with TLS, API keys and metrics, as deployed."""
+    server = WebProcess(
+        tmp_path / "web.log", embedder_server.address, metered_shard.address, tmp_path,
+        *pki.server_args(), "--metrics-port", "0",
+        tls=ssl.create_default_context(cafile=str(pki.ca)),
+    )  # fmt: skip
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+def exercise_web(web: WebProcess, pki) -> None:
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    for path, key, status in (
+        ("/api/stats", pki.keys["read"], 200),
+        ("/api/items/k1", pki.keys["read"], 200),
+        ("/api/items/nope", pki.keys["read"], 404),
+        ("/api/stats", None, 401),
+    ):
+        request = urllib.request.Request(web.url + path)
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=context) as reply:
+                assert reply.status == status
+        except urllib.error.HTTPError as error:
+            assert error.code == status, path
+
+
+def test_every_metric_the_dashboard_uses_is_exported(
+    metered_shard, secure_embedder, metered_web, pki
+):
+    """The names the dashboard queries (panels and variables) against what a real shard, a
+    real Embedder and a real imagesim-web export."""
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
     assert len(used) > 25
+    assert {"http_server_request_duration_seconds_count", "http_server_active_requests"} <= used
     exercise_shard(metered_shard.address)
     embedder = EmbedderClient(secure_embedder.address, 60, pki.security("read"))
     with embedder, pytest.raises(InvalidArgument):
         embedder.embed(b"not an image")
-    exported = (
-        scrape(metered_shard.metrics_port).names
-        | scrape(secure_embedder.metrics_port, pki.keys["read"], pki.ca).names
-    )
-    assert used - exported == set()
+    exercise_web(metered_web, pki)
+    exported = {
+        "index": scrape(metered_shard.metrics_port).names,
+        "embedder": scrape(secure_embedder.metrics_port, pki.keys["read"], pki.ca).names,
+        "web": scrape(metered_web.metrics_port, pki.keys["read"], pki.ca).names,
+    }
+    assert used - set().union(*exported.values()) == set()
+    # Each section of the dashboard is fed by its own kind of server.
+    assert {n for n in used if n.startswith("http_server")} <= exported["web"]
+    assert {n for n in used if n.startswith("imagesim_index")} <= exported["index"]
+    assert {n for n in used if n.startswith("imagesim_embedder")} <= exported["embedder"]
+    # Variables list every server: the web server's job too.
+    assert "process_start_time_seconds" in exported["web"]

@@ -20,6 +20,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CollectorRegistry
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,11 +28,15 @@ from imagesim.client.collection import SearchResult
 from imagesim.client.duplicates import DuplicateReport
 from imagesim.errors import InvalidArgument, NotFound
 from imagesim.params import SearchParams
+from imagesim.security import KeyFile
 from imagesim.web import models
+from imagesim.web.auth import ApiKeyAuth
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.errors import install_error_handlers, openapi_errors
 from imagesim.web.images_root import MAX_KEY_CHARS, ImagesRoot
+from imagesim.web.login import add_login_routes
+from imagesim.web.metrics import HttpMetrics
 from imagesim.web.reasons import WebReason
 from imagesim.web.settings import WebSettings
 from imagesim.web.thumbnails import ThumbnailCache
@@ -162,7 +167,32 @@ def duplicates_response(
     )
 
 
-def create_app(settings: WebSettings) -> FastAPI:
+def add_bearer_scheme(app: FastAPI, open_paths: set[str]) -> None:
+    """The API docs say every operation but `open_paths` needs `Authorization: Bearer KEY`
+    (Swagger UI then offers "Authorize"; signed in, its calls carry the cookie anyway)."""
+    plain = app.openapi
+
+    def openapi() -> dict:
+        schema = plain()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"}
+        }
+        schema["security"] = [{"bearer": []}]
+        for path in open_paths & set(schema["paths"]):
+            for operation in schema["paths"][path].values():
+                operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(
+    settings: WebSettings,
+    keys: KeyFile | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The application; `keys`: callers need an API key (imagesim.web.auth); `registry`:
+    requests are counted into it (imagesim.web.metrics)."""
     backend = Backend(
         settings.embedder, settings.shards, settings.timeout, settings.max_upload_bytes
     )
@@ -219,8 +249,16 @@ def create_app(settings: WebSettings) -> FastAPI:
         timeout=settings.upload_timeout,
         max_concurrent=settings.max_uploads,
     )
+    # Middleware runs outermost (added last) first: metrics, headers, Host, key, upload limits.
+    # A caller without a key is refused before an upload takes a slot or a byte is buffered.
+    if keys is not None:
+        app.add_middleware(ApiKeyAuth, keys=keys)
+        add_login_routes(app, keys, STATIC / "login.html")
+        add_bearer_scheme(app, {"/healthz", "/readyz"})
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)
+    if registry is not None:
+        app.add_middleware(HttpMetrics, registry=registry, router=app.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # ---- pages ----------------------------------------------------------------------------
@@ -285,6 +323,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             max_k=settings.max_k,
             duplicates_distance=settings.duplicates_distance,
             thumbnail_size=settings.thumbnail_size,
+            api_keys=keys is not None,
         )
 
     @app.post(

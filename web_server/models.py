@@ -80,6 +80,9 @@ class Limits(BaseModel):
     max_k: int
     duplicates_distance: float = Field(description="default threshold of /api/duplicates")
     thumbnail_size: int
+    api_keys: bool = Field(
+        default=False, description="true: this server needs an API key (the page offers sign-out)"
+    )
 
 
 class GroupMember(BaseModel):

@@ -4,14 +4,15 @@ the other servers' flags; a flag given on the command line wins."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from imagesim.channel import MiB
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
-from imagesim.serving.settings import EnvFlags
+from imagesim.security import TlsFiles, check_exposure, is_loopback
+from imagesim.serving.settings import EnvFlags, add_security_flags, refuse, tls_files
 
+PROG = "imagesim-web"
 ENV_PREFIX = "IMAGESIM_WEB_"
 DEFAULT_PORT = 8080
 LOOPBACK_HOST_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -43,25 +44,29 @@ class WebSettings:
     duplicates_distance: float = DEFAULT_MAX_DISTANCE
     duplicates_neighbours: int = 10
     duplicates_wait: float = 10.0  # how long a request waits for a running computation
+    tls: TlsFiles | None = None  # None: plain HTTP
+    api_keys: Path | None = None  # `ROLE KEY` file; None: no key needed
+    insecure: bool = False  # allow a non-loopback bind without TLS and authentication
+    metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    def exposure_problem(self) -> str | None:
+        """Why serving on this host is refused (the gRPC servers' rule), or None."""
+        return check_exposure(
+            self.host,
+            tls=self.tls is not None,
+            authenticated=self.api_keys is not None or (self.tls is not None and self.tls.mutual),
+            insecure=self.insecure,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="imagesim-web",
+        prog=PROG,
         description="Web page and HTTP/JSON API over an imagesim Embedder and Index shards: "
         "search by image, more like this, near-duplicate groups, thumbnails.",
     )
@@ -111,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
     )
     server.add("--log-level", "INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    server.add(
+        "--metrics-port",
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (same host, TLS and API keys as "
+        "the web server; 0 = any free port; default off)",
+        type=int,
+    )
+    add_security_flags(parser, ENV_PREFIX, reflection=False)
     limits = EnvFlags(parser.add_argument_group("limits"), ENV_PREFIX)
     limits.add("--max-k", 100, "most results one search may ask for (default 100)", type=int)
     limits.add(
@@ -185,8 +198,8 @@ def parse_args(argv: list[str] | None = None) -> WebSettings:
         parser.error("--thumbnail-size is at most 1024")
     allowed = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
     if not allowed:
-        allowed = LOOPBACK_HOST_NAMES if _is_loopback(args.host) else ("*",)
-    return WebSettings(
+        allowed = LOOPBACK_HOST_NAMES if is_loopback(args.host) else ("*",)
+    settings = WebSettings(
         embedder=args.embedder,
         shards=shards,
         images_root=args.images_root,
@@ -209,4 +222,12 @@ def parse_args(argv: list[str] | None = None) -> WebSettings:
         duplicates_distance=args.duplicates_distance,
         duplicates_neighbours=args.duplicates_neighbours,
         duplicates_wait=args.duplicates_wait,
+        tls=tls_files(args, PROG),
+        api_keys=args.api_keys,
+        insecure=args.insecure,
+        metrics_port=args.metrics_port,
     )
+    problem = settings.exposure_problem()
+    if problem:
+        refuse(problem, PROG)  # before binding or reading anything
+    return settings

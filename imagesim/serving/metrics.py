@@ -243,6 +243,6 @@ def start_metrics_server(
 
     server = make_server(host.strip("[]"), port, app, Server, handler_class=_QuietHandler)
     if tls is not None:
-        server.tls = tls.server_context()
+        server.tls = tls.reloading_server_context()  # renewed files: new connections
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

@@ -218,6 +218,15 @@ def server_parser(
         type=float,
     )
     server.add("--log-level", "INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_security_flags(parser, env_prefix)
+    return parser, EnvFlags(parser.add_argument_group(prog.removeprefix("imagesim-")), env_prefix)
+
+
+def add_security_flags(
+    parser: argparse.ArgumentParser, env_prefix: str, reflection: bool = True
+) -> None:
+    """TLS, API keys and --insecure, as every server takes them (`reflection`: also
+    --no-reflection, for gRPC servers)."""
     security = EnvFlags(parser.add_argument_group("security"), env_prefix)
     security.add("--tls-cert", None, "TLS certificate chain (PEM); with --tls-key", type=Path)
     security.add("--tls-key", None, "TLS private key (PEM) of --tls-cert", type=Path)
@@ -238,23 +247,23 @@ def server_parser(
         "--insecure",
         "allow binding a non-loopback address without TLS and caller authentication",
     )
-    security.switch("--no-reflection", "do not serve gRPC server reflection")
-    return parser, EnvFlags(parser.add_argument_group(prog.removeprefix("imagesim-")), env_prefix)
+    if reflection:
+        security.switch("--no-reflection", "do not serve gRPC server reflection")
 
 
-def refuse(message: str) -> NoReturn:
+def refuse(message: str, prog: str | None = None) -> NoReturn:
     """Settings a server must not start with: one line on stderr, exit code 2."""
-    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    print(f"{prog or Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+def tls_files(args: argparse.Namespace, prog: str | None = None) -> TlsFiles | None:
     if args.tls_cert is None and args.tls_key is None:
         if args.tls_client_ca is not None:
-            refuse("--tls-client-ca needs --tls-cert and --tls-key")
+            refuse("--tls-client-ca needs --tls-cert and --tls-key", prog)
         return None
     if args.tls_cert is None or args.tls_key is None:
-        refuse("TLS needs both --tls-cert and --tls-key")
+        refuse("TLS needs both --tls-cert and --tls-key", prog)
     return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 

@@ -43,8 +43,9 @@ def browser_paths() -> tuple[str, str] | None:
     return (chromium, driver) if chromium and driver else None
 
 
-def chromium(profile: Path, width: int = 1280, height: int = 900):
-    """A headless Chromium (selenium WebDriver) with a fresh profile in `profile`."""
+def chromium(profile: Path, width: int = 1280, height: int = 900, flags: tuple[str, ...] = ()):
+    """A headless Chromium (selenium WebDriver) with a fresh profile in `profile`, and
+    `flags` besides CHROMIUM_FLAGS."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -57,7 +58,7 @@ def chromium(profile: Path, width: int = 1280, height: int = 900):
     os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager: no usage report
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
-    for flag in CHROMIUM_FLAGS:
+    for flag in (*CHROMIUM_FLAGS, *flags):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={width},{height}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,7 +23,10 @@ class WebProcess:
         images_root: Path,
         *args: str,
         env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: the server uses TLS (--tls-cert ... among `args`); the client context the
+        readiness check connects with."""
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.port_file = self.log_path.with_suffix(".port.json")
@@ -38,6 +42,8 @@ class WebProcess:
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
         self.url = ""
+        self.tls = tls
+        self.metrics_port: int | None = None
 
     def log_text(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -54,10 +60,14 @@ class WebProcess:
                 )
             if not self.url and self.port_file.exists():
                 announced = json.loads(self.port_file.read_text())
-                self.url = f"http://{announced['host']}:{announced['port']}"
+                scheme = "https" if self.tls else "http"
+                self.url = f"{scheme}://{announced['host']}:{announced['port']}"
+                self.metrics_port = announced.get("metrics_port")
             if self.url:
                 try:
-                    with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                    with urllib.request.urlopen(
+                        self.url + "/healthz", timeout=2, context=self.tls
+                    ) as answer:
                         if answer.status == 200:
                             return self.url
                 except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -3,6 +3,7 @@ imagesim-web processes in front of them (real processes on loopback, untrained e
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from imagesim.testing.cli import run_cli
 from imagesim.testing.launch import ServerProcess, start_index
 from imagesim.testing.samples import write_held_out_cat, write_sample_photos
 from imagesim.testing.web import WebProcess, start_web
+from tests.conftest import Pki
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +91,38 @@ def stack_with_a_shard_to_kill(
     server.stop()
     for shard in shards:
         shard.stop()
+
+
+def tls_client(pki: Pki, client_cert: bool = False) -> ssl.SSLContext:
+    """A client context trusting the test CA (with the client certificate: for mutual TLS)."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if client_cert:
+        context.load_cert_chain(pki.client.cert, pki.client.key)
+    return context
+
+
+def start_secure_web(
+    log_path: Path, collection: tuple[str, str], root: Path, pki: Pki, *args: str
+) -> WebProcess:
+    """imagesim-web with TLS (the test CA's localhost certificate), the test key file and
+    metrics on a free port, in front of `collection`."""
+    server = WebProcess(
+        log_path, *collection, root,
+        "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+        "--api-keys", str(pki.keys_file), "--metrics-port", "0", *args,
+        tls=tls_client(pki, client_cert="--tls-client-ca" in args),
+    )  # fmt: skip
+    server.wait_ready()
+    return server
+
+
+@pytest.fixture(scope="session")
+def secure_web(
+    web_collection: tuple[str, str], web_root: Path, pki: Pki, tmp_path_factory
+) -> Iterator[WebProcess]:
+    """imagesim-web behind TLS and API keys (the pki fixture's), with metrics."""
+    server = start_secure_web(
+        tmp_path_factory.mktemp("secure-web") / "web.log", web_collection, web_root, pki
+    )
+    yield server
+    server.stop()

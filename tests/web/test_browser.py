@@ -9,6 +9,8 @@ Without Chromium these tests fail (set IMAGESIM_SKIP_BROWSER=1 to skip them know
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from imagesim.testing.browser import browser_paths, chromium, set_viewport, viewport
+from imagesim.web.auth import KEY_COOKIE
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("IMAGESIM_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
@@ -354,3 +357,83 @@ def test_phone_width_pages_fit_in_two_columns(phone, web, held_out_cat):
     wait(phone, pictures_loaded)
     check_layout(phone, ".strip")
     screenshot(phone, "phone-duplicates.png")
+
+
+# ---- behind TLS and API keys --------------------------------------------------------------
+
+
+def spki_pin(certificate: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)): what Chromium's
+    --ignore-certificate-errors-spki-list trusts (this one key, not any certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(certificate.read_bytes()).public_key()
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def trusting(tmp_path_factory, pki):
+    """A desktop Chromium that trusts the test server certificate (pinned by its key)."""
+    pin = f"--ignore-certificate-errors-spki-list={spki_pin(pki.server.cert)}"
+    driver = chromium(tmp_path_factory.mktemp("chromium-tls"), *DESKTOP, flags=(pin,))
+    yield driver
+    driver.quit()
+
+
+def sign_in(driver, key: str) -> None:
+    field = driver.find_element(By.ID, "key")
+    field.clear()
+    field.send_keys(key)
+    driver.find_element(By.ID, "sign-in").click()
+
+
+def test_signing_in_with_a_read_key_shows_results_and_thumbnails(
+    trusting, secure_web, pki, held_out_cat
+):
+    base = secure_web.url
+    open_page(trusting, base + "/duplicates")
+    wait(trusting, lambda d: d.current_url.startswith(base + "/login?next=%2Fduplicates"))
+    assert not shown(trusting, "error")
+    check_layout(trusting)
+    screenshot(trusting, "sign-in.png")
+    # A write key is refused (a browser keeps only read keys), and so is a wrong one.
+    for key, message in ((pki.keys["write"], "Sign in with a read key."),
+                         ("0123456789abcdef-wrong", "That API key is not valid.")):  # fmt: skip
+        sign_in(trusting, key)
+        wait(trusting, lambda d: "failed=" in d.current_url and shown(d, "error"))
+        assert trusting.find_element(By.ID, "error").text.startswith(message)
+        assert trusting.get_cookie(KEY_COOKIE) is None
+    sign_in(trusting, pki.keys["read"])
+    wait(trusting, lambda d: d.current_url == base + "/duplicates")
+    wait(trusting, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".group")) == 11)
+    wait(trusting, pictures_loaded)  # <img src> thumbnails carry the cookie
+    cookie = trusting.get_cookie(KEY_COOKIE)
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/" and cookie["domain"] == "127.0.0.1"
+    assert trusting.execute_script("return document.cookie") == ""  # no script can read it
+    assert shown(trusting, "signout")
+    # The search page: an upload, its results and their thumbnails.
+    open_page(trusting, base + "/")
+    upload(trusting, held_out_cat)
+    wait(trusting, lambda d: len(result_keys(d)) == 12)
+    assert {name(k) for k in result_keys(trusting)[:4]} == CHELSEA
+    wait(trusting, pictures_loaded)
+    assert not shown(trusting, "error")
+    check_layout(trusting)
+    screenshot(trusting, "search-results-signed-in.png")
+    set_viewport(trusting, *PHONE)  # four menu entries still fit a phone
+    try:
+        check_layout(trusting)
+        screenshot(trusting, "phone-search-results-signed-in.png")
+    finally:
+        set_viewport(trusting, *DESKTOP)
+    # Sign out: the cookie is gone, the pages send the browser to sign in again.
+    trusting.find_element(By.CSS_SELECTOR, "#signout button").click()
+    wait(trusting, lambda d: d.current_url.startswith(base + "/login"))
+    assert trusting.get_cookie(KEY_COOKIE) is None
+    open_page(trusting, base + "/")
+    wait(trusting, lambda d: d.current_url.startswith(base + "/login?next=%2F"))

@@ -29,6 +29,10 @@ async function api(url, options) {
   } catch (e) {
     body = null;
   }
+  if (response.status === 401) {
+    // This server needs an API key and the browser has none (or one since revoked).
+    location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+  }
   if (!response.ok) {
     const detail = (body && body.error) || { title: `The server answered ${response.status}.` };
     throw new ApiError(response.status, detail);
@@ -107,4 +111,13 @@ let limitsPromise = null;
 function limits() {
   limitsPromise = limitsPromise || api("/api/limits").then((r) => r.body);
   return limitsPromise;
+}
+
+// A server with API keys: the pages offer to sign out (forget the key the browser keeps).
+if (document.getElementById("signout")) {
+  limits()
+    .then((l) => {
+      document.getElementById("signout").hidden = !l.api_keys;
+    })
+    .catch(() => {});
 }
