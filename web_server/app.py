@@ -12,7 +12,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 import anyio
@@ -30,7 +30,7 @@ from imagesim.errors import InvalidArgument, NotFound
 from imagesim.params import SearchParams
 from imagesim.security import KeyFile
 from imagesim.web import models
-from imagesim.web.auth import ApiKeyAuth
+from imagesim.web.auth import ApiKeyAuth, caller_may_read
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.errors import install_error_handlers, openapi_errors
@@ -288,13 +288,17 @@ def create_app(
         tags=["health"],
         responses={503: {"model": models.Readiness, "description": "a service is down"}},
     )
-    def readyz() -> JSONResponse:
-        """Readiness: the embedder and every shard answer (checked at most every 2 s)."""
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: the embedder and every shard answer (checked at most every 2 s). Behind
+        API keys, a caller without a read key gets the status only (no addresses, no errors)."""
         shards, embedder = backend.readiness()
         ready = embedder == "ok" and all(state == "ok" for state in shards.values())
-        body = models.Readiness(
-            status="ready" if ready else "unavailable", embedder=embedder, shards=shards
-        )
+        status: Literal["ready", "unavailable"] = "ready" if ready else "unavailable"
+        if caller_may_read(request.scope):
+            body = models.Readiness(status=status, embedder=embedder, shards=shards)
+        else:
+            hidden = "ok" if embedder == "ok" else "unavailable"
+            body = models.Readiness(status=status, embedder=hidden, shards={})
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     # ---- API ------------------------------------------------------------------------------

@@ -6,12 +6,18 @@ A key comes in `Authorization: Bearer KEY` (programs) or in the sign-in cookie t
 looked up in the key file in constant time (imagesim.security.ApiKeys.role_of). Never from
 the query string: addresses end up in logs, histories and Referer headers.
 
-Open: health (/healthz, /readyz: probes), sign-in and sign-out, the static files (the page's
-own scripts and styles, the API docs' assets: the same files as in the package). Pages
+Open: health (/healthz, /readyz: probes; /readyz names the services and their errors only to a
+caller with a read key), sign-in and sign-out, the static files (the page's own scripts and
+styles, the API docs' assets: the same files as in the package). Pages
 (/, /duplicates, /docs) without a key redirect to /login. Everything else, /api/* and
 /openapi.json included, needs `read`; a path nobody listed needs it too (closed by default).
 No key or an unknown key: 401 with `WWW-Authenticate: Bearer`; a key without the role: 403
 naming the role.
+
+The cookie counts only on requests the browser says come from this origin (or that a person
+typed): SameSite=Strict still sends it from another host of the same site (a sibling
+subdomain), whose `<img src>` or form could otherwise make a signed-in person's browser start
+expensive searches. Browsers too old to send `Sec-Fetch-Site` still have SameSite.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ REALM = "imagesim"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/static-offline-docs/")
 PAGES = frozenset({"/", "/duplicates", "/docs", "/redoc", "/docs/oauth2-redirect"})
+# Sec-Fetch-Site values for which the cookie counts (absent: an older browser, SameSite decides)
+COOKIE_SITES = frozenset({"same-origin", "none"})
+# scope["state"] key: the caller's role when keys are checked (None: no valid key)
+ROLE_STATE = "imagesim.role"
 
 
 class Access(Enum):
@@ -72,18 +82,32 @@ def presented_key(scope: Scope) -> tuple[str | None, bool]:
     there; a malformed header counts as no key."""
     authorization = None
     cookies = []
+    fetch_site = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
         elif name == b"cookie":
             cookies.append(value.decode("latin-1"))
+        elif name == b"sec-fetch-site":
+            fetch_site = value.decode("latin-1").strip().lower()
     if authorization is not None:
         return bearer_token(authorization), False
+    if fetch_site is not None and fetch_site not in COOKIE_SITES:
+        return None, False  # another host's page: its request does not carry this session
     for header in cookies:
         value = cookie_parser(header).get(KEY_COOKIE)
         if value:
             return key_of_cookie(value), True
     return None, False
+
+
+def caller_may_read(scope: Scope) -> bool:
+    """Whether this request's caller holds a read key (True when no keys are checked)."""
+    state = scope.get("state") or {}
+    if ROLE_STATE not in state:
+        return True
+    role: Role | None = state[ROLE_STATE]
+    return role is not None and role.allows(Role.READ)
 
 
 def login_redirect(scope: Scope) -> str:
@@ -143,11 +167,12 @@ class ApiKeyAuth:
             return
         path = scope["path"]
         needed = self.needed(path)
+        key, from_cookie = presented_key(scope)
+        role = self.keys.role_of(key)
+        scope.setdefault("state", {})[ROLE_STATE] = role
         if needed is None:
             await self.app(scope, receive, send)
             return
-        key, from_cookie = presented_key(scope)
-        role = self.keys.role_of(key)
         if role is not None and role.allows(needed):
             await self.app(scope, receive, send)
             return

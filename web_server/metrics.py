@@ -75,6 +75,9 @@ class HttpMetrics:
                 status = message["status"]
             await send(message)
 
+        # The route is found before the request runs: a mounted app (the static files) rewrites
+        # the scope's root_path, after which no route would match it.
+        route = route_of(scope, self.router)
         self.active.inc()
         try:
             await self.app(scope, receive, counted)
@@ -84,6 +87,6 @@ class HttpMetrics:
         finally:
             self.active.dec()
             method = scope["method"] if scope["method"] in METHODS else "_OTHER"
-            self.duration.labels(
-                method, route_of(scope, self.router), str(status or CLIENT_CLOSED)
-            ).observe(time.perf_counter() - start)
+            self.duration.labels(method, route, str(status or CLIENT_CLOSED)).observe(
+                time.perf_counter() - start
+            )

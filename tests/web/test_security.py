@@ -182,7 +182,14 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(secure_web
 def test_health_static_files_and_sign_in_are_open_pages_send_you_to_sign_in(secure_web, pki):
     with client(secure_web, pki) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
-        assert http.get("/readyz").status_code == 200
+        # Readiness is open for probes, but only a key holder learns the services' addresses
+        anonymous_ready = http.get("/readyz")
+        assert anonymous_ready.status_code == 200
+        assert anonymous_ready.json() == {"status": "ready", "embedder": "ok", "shards": {}}
+        ready = http.get("/readyz", headers={"Authorization": f"Bearer {pki.keys['read']}"})
+        assert len(ready.json()["shards"]) == 2 and all(
+            state == "ok" for state in ready.json()["shards"].values()
+        )
         for path in (
             "/static/style.css",
             "/static/common.js",
@@ -231,6 +238,14 @@ def test_sign_in_sets_a_strict_cookie_that_reads_the_api_and_sign_out_forgets_it
         assert http.get("/api/thumbnail", params={"key": key}).status_code == 200  # <img src>
         assert http.get("/").status_code == 200
         assert http.get("/api/limits").json()["api_keys"] is True
+        # Same site but another host (a sibling subdomain's <img src> or form): the cookie
+        # does not count there; typed addresses and this page's own requests do.
+        for site, status in (("same-site", 401), ("cross-site", 401), ("same-origin", 200)):
+            answer = http.get("/api/stats", headers={"Sec-Fetch-Site": site})
+            assert answer.status_code == status, site
+        assert http.get("/", headers={"Sec-Fetch-Site": "none"}).status_code == 200
+        elsewhere = http.get("/", headers={"Sec-Fetch-Site": "same-site"})
+        assert elsewhere.status_code == 303 and elsewhere.headers["location"].startswith("/login")
         gone = http.post("/logout")
         assert gone.status_code == 303 and gone.headers["location"] == "/login"
         cleared = SimpleCookie(gone.headers["set-cookie"])[KEY_COOKIE]
@@ -479,6 +494,8 @@ def test_metrics_count_requests_by_route_template_and_status(secure_web, pki, we
         for key in keys:
             assert http.get("/api/items/" + quote(key, safe="")).status_code == 200
         assert http.get("/api/nothing-here").status_code == 404
+        assert http.get("/static/common.js").status_code == 200
+        assert http.get("/static/no-such-file.js").status_code == 404
     with client(secure_web, pki) as anonymous:
         assert anonymous.get("/api/stats").status_code == 401
         assert anonymous.get("/random/path/12345").status_code == 401
@@ -488,6 +505,9 @@ def test_metrics_count_requests_by_route_template_and_status(secure_web, pki, we
     assert count(after, "/api/stats", "401") - count(before, "/api/stats", "401") == 1
     assert count(after, "unmatched", "401") - count(before, "unmatched", "401") == 1
     assert count(after, "unmatched", "404") - count(before, "unmatched", "404") == 1
+    # mounted static files under their mount (their scope is rewritten while they run)
+    assert count(after, "/static", "200") - count(before, "/static", "200") == 1
+    assert count(after, "/static", "404") - count(before, "/static", "404") == 1
     # Route templates only: no raw path, key or query reaches a label.
     routes = {s.labels["http_route"] for s in after.samples if s.name == route}
     assert routes <= {
