@@ -26,7 +26,8 @@ PHOTOS = 96
 CONNECTION_AGE = 2  # seconds: the replicas' --max-connection-age
 
 
-def start_replica(log: Path) -> ServerProcess:
+def start_replica(log: Path, *extra: str) -> ServerProcess:
+    """A replica (later flags in `extra` override the defaults here)."""
     return start_embedder(
         log,
         "--weights",
@@ -37,6 +38,7 @@ def start_replica(log: Path) -> ServerProcess:
         "2",
         "--max-connection-age",
         str(CONNECTION_AGE),
+        *extra,
     )
 
 
@@ -95,7 +97,14 @@ def test_a_dump_spreads_over_both_replicas(replicas, crops, single, tmp_path):
 
 def test_killing_a_replica_mid_run_loses_no_image(replicas, crops, single, tmp_path):
     survivor = replicas[0]
-    victim = start_replica(tmp_path / "victim.log")
+    # The victim answers one image at a time and keeps its connection, so from its first
+    # answer on, until the run's last images, it has images sent and not answered: killing it
+    # right after that first answer always catches some in flight. (With batches its first
+    # stream's 16 images came back at once, and after a connection-age GOAWAY new streams could
+    # all land on the survivor: a kill at that moment broke nothing.)
+    victim = start_replica(
+        tmp_path / "victim.log", "--max-batch-size", "1", "--max-connection-age", "600"
+    )
     out = tmp_path / "v.npz"
     dump = subprocess.Popen(
         [
@@ -119,7 +128,7 @@ def test_killing_a_replica_mid_run_loses_no_image(replicas, crops, single, tmp_p
     try:
         with EmbedderClient(victim.address, timeout=10) as client:
             deadline = time.monotonic() + 300
-            while client.info().images_embedded < 8:  # it is serving its share
+            while client.info().images_embedded < 1:  # it is serving its share
                 assert dump.poll() is None, dump.communicate()
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
