@@ -417,6 +417,13 @@ def test_renewed_certificate_files_apply_without_a_restart(web_collection, web_r
 # ---- refusing to start --------------------------------------------------------------------
 
 
+def refused_start(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Runs imagesim-web, which must refuse to start (exit 2, the usage error)."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    return result
+
+
 @pytest.mark.parametrize(
     "extra, missing",
     [
@@ -432,13 +439,7 @@ def test_a_non_loopback_bind_without_tls_and_keys_refuses_to_start(pki, tmp_path
         sys.executable, "-m", "imagesim.web.main", "--host", "0.0.0.0", "--port", "0",
         "--port-file", str(port_file), "--images-root", str(tmp_path), *extra,
     ]  # fmt: skip
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
+    result = refused_start(command)
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("imagesim-web: error: refusing to serve on 0.0.0.0")
     assert missing in line and "--insecure" in line
@@ -460,14 +461,7 @@ def test_unusable_security_settings_refuse_to_start(pki, tmp_path, args, message
         sys.executable, "-m", "imagesim.web.main", "--port", "0",
         "--images-root", str(tmp_path), *args,
     ]  # fmt: skip
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr.strip().splitlines()[-1]
+    assert message in refused_start(command).stderr.strip().splitlines()[-1]
 
 
 # ---- metrics ------------------------------------------------------------------------------
