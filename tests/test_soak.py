@@ -20,5 +20,6 @@ def test_short_soak_keeps_every_acknowledged_write_and_serves_hostile_callers(tm
     assert {"shard2 SIGKILL", "shard2 restarted", "shard1 restarted"} <= set(report.faults)
     hostile = ("huge-key", "huge-metadata", "nan", "huge-trees", "too-many-items", "idle-stream")
     assert sum(summary["operations"].get(name, 0) for name in hostile) > 10
+    assert {"embedder", "shard0"} <= set(report.rss_mb)  # never restarted: always judged
     for name, (warm, end) in report.rss_mb.items():
         assert end <= warm * 1.10 + 30, f"{name} grew from {warm:.0f} to {end:.0f} MB"

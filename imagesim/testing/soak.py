@@ -26,7 +26,6 @@ import io
 import json
 import random
 import shutil
-import statistics
 import threading
 import time
 from collections import Counter, defaultdict
@@ -51,6 +50,7 @@ from imagesim.v1 import index_pb2
 
 DIMS = 2048
 KEYS_PER_CLIENT = 240
+RSS_SETTLE_SECONDS = 8.0  # a (re)started process's RSS is judged only from this long after
 # Codes an operation may end with while a shard is down or restarting.
 OUTAGE_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"}
 
@@ -70,6 +70,7 @@ class Report:
     unexpected: list[str] = field(default_factory=list)
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     rss_mb: dict[str, tuple[float, float]] = field(default_factory=dict)  # warm, end
+    rss_not_judged: list[str] = field(default_factory=list)  # too few settled samples
     faults: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     items_checked: int = 0
@@ -95,6 +96,7 @@ class Report:
                 for op, v in sorted(self.latencies.items())
             },
             "rss_mb_warm_end": {k: [round(a), round(b)] for k, (a, b) in self.rss_mb.items()},
+            "rss_not_judged": self.rss_not_judged,
             "faults": self.faults,
             "items_checked": self.items_checked,
             "violations": self.violations[:50],
@@ -126,6 +128,7 @@ class Soak:
         self.shards: list[ServerProcess] = []
         self.ports: list[int] = []
         self.down: set[int] = set()  # shards being killed / restarted / reconnected to
+        self.serving_since: dict[str, float] = {}  # process name -> when it (re)started serving
         self.stop = threading.Event()
         self.photos = [jpeg(photo(name).resize((320, 240))) for name in ("chelsea", "coffee")]
         self.bomb = huge_pixel_png()
@@ -145,6 +148,8 @@ class Soak:
             self.shards.append(shard)
             self.ports.append(int(shard.address.rsplit(":", 1)[1]))
         self.addresses = [s.address for s in self.shards]
+        now = time.monotonic()
+        self.serving_since = {name: now for name in self.pids()}
         with Collection(self.addresses) as collection:
             collection.record_layout()
             self.ids = {a: IndexClient(a).stats().shard_id for a in self.addresses}
@@ -158,6 +163,7 @@ class Soak:
             "400",
             port=self.ports[n],
         )
+        self.serving_since[f"shard{n}"] = time.monotonic()
 
     def pids(self) -> dict[str, int]:
         named = {"embedder": self.embedder, **{f"shard{n}": s for n, s in enumerate(self.shards)}}
@@ -431,13 +437,14 @@ class Soak:
             fault_thread = threading.Thread(target=self.faults, name="soak-faults")
             fault_thread.start()
             # Warm: after the key pools have filled and the first restart is over. RSS is
-            # sampled every second from then on; "warm" and "end" are the medians of the first
-            # and last five samples (a build's transient peak is not growth).
+            # sampled every second from then on; "warm" and "end" are the floors (lowest) of the
+            # first and last five samples: a shard's builds swing its RSS by 2x within seconds
+            # (89-218 MB in one 40 s run), and a leak shows as a rising floor.
             self.stop.wait(self.seconds * 0.45)
             warm_pids = self.pids()
-            samples: list[dict[str, float]] = []
+            samples: list[tuple[float, dict[str, float]]] = []
             while not self.stop.wait(1.0):
-                samples.append(self.rss())
+                samples.append((time.monotonic(), self.rss()))
                 if time.monotonic() - started >= self.seconds:
                     break
             self.stop.set()
@@ -445,18 +452,26 @@ class Soak:
                 thread.join(120)
             self.report.seconds = time.monotonic() - started
             end_pids = self.pids()
-            self.report.rss_mb = {  # processes that lived from warm-up to the end
-                name: (
-                    statistics.median(s[name] for s in samples[:5] if name in s),
-                    statistics.median(s[name] for s in samples[-5:] if name in s),
-                )
-                for name in warm_pids
-                if warm_pids[name] == end_pids[name] and all(name in s for s in samples)
-            }
+            for name in warm_pids:
+                if warm_pids[name] != end_pids[name]:
+                    continue  # restarted after warm-up: its growth is a new process's
+                self.judge_rss(name, samples)
             self.check()
         finally:
             self.stop_all()
         return self.report
+
+    def judge_rss(self, name: str, samples: list[tuple[float, dict[str, float]]]) -> None:
+        """Warm and end RSS of one process, from samples taken at least RSS_SETTLE_SECONDS
+        after it (re)started serving: a restarted shard grows while it maps its index and
+        reloads its staged items, which is not growth under load. Too few samples (a slow
+        machine restarted it late in a short run): not judged, and said so."""
+        since = self.serving_since[name] + RSS_SETTLE_SECONDS
+        mine = [rss[name] for at, rss in samples if at >= since and name in rss]
+        if len(mine) < 10 or len(mine) < sum(1 for at, _ in samples if at >= since):
+            self.report.rss_not_judged.append(name)
+            return
+        self.report.rss_mb[name] = (min(mine[:5]), min(mine[-5:]))
 
     def check(self) -> None:
         """The model-based consistency check."""
