@@ -438,8 +438,9 @@ class Soak:
             fault_thread.start()
             # Warm: after the key pools have filled and the first restart is over. RSS is
             # sampled every second from then on; "warm" and "end" are the floors (lowest) of the
-            # first and last five samples: a shard's builds swing its RSS by 2x within seconds
-            # (89-218 MB in one 40 s run), and a leak shows as a rising floor.
+            # first and last third of the samples: a shard's builds swing its RSS by 2x within
+            # seconds (89-218 MB in one 40 s run; anonymous memory 60-196 MB in a 180 s one,
+            # builds back to back near the end), and a leak shows as a rising floor.
             self.stop.wait(self.seconds * 0.45)
             warm_pids = self.pids()
             samples: list[tuple[float, dict[str, float]]] = []
@@ -471,7 +472,8 @@ class Soak:
         if len(mine) < 10 or len(mine) < sum(1 for at, _ in samples if at >= since):
             self.report.rss_not_judged.append(name)
             return
-        self.report.rss_mb[name] = (min(mine[:5]), min(mine[-5:]))
+        third = max(5, len(mine) // 3)
+        self.report.rss_mb[name] = (min(mine[:third]), min(mine[-third:]))
 
     def check(self) -> None:
         """The model-based consistency check."""
