@@ -441,33 +441,25 @@ def cmd_dump(args: argparse.Namespace) -> int:
         raise ImagesimError(f"{args.folder} is not a directory")
     if args.engine == "ray":
         return ray_dump_command(args)
-    if is_parquet(args.out):
+    parquet = is_parquet(args.out)
+    if parquet:
         parquet_module()  # pyarrow is there, or the error names the extra
-        from imagesim.client.dump import dump_folder_parquet
-
-        with EmbedderClient(args.embedder, args.timeout) as embedder:
-            rows, report = dump_folder_parquet(
-                args.folder,
-                embedder,
-                args.out,
-                args.space,
-                progress=not args.quiet,
-                streams=args.streams,
-            )
-        print_report(report, "embedded", report.done + len(report.failed), args.report)
-        print(f"{args.out}: {rows} vectors")
-        return 0
     with EmbedderClient(args.embedder, args.timeout) as embedder:
-        dump, report = dump_folder(
-            args.folder,
-            embedder,
-            args.out,
-            args.space,
-            progress=not args.quiet,
-            streams=args.streams,
-        )
+        progress, streams = not args.quiet, args.streams
+        if parquet:
+            from imagesim.client.dump import dump_folder_parquet
+
+            rows, report = dump_folder_parquet(
+                args.folder, embedder, args.out, args.space, progress=progress, streams=streams
+            )
+            written = f"{rows} vectors"
+        else:
+            dump, report = dump_folder(
+                args.folder, embedder, args.out, args.space, progress=progress, streams=streams
+            )
+            written = f"{len(dump.keys)} vectors ({dump.dims}-d {dump.space})"
     print_report(report, "embedded", report.done + len(report.failed), args.report)
-    print(f"{args.out}: {len(dump.keys)} vectors ({dump.dims}-d {dump.space})")
+    print(f"{args.out}: {written}")
     return 0
 
 
