@@ -20,23 +20,24 @@ from imagesim.channel import ChannelSecurity, open_channel
 from imagesim.serving.portfile import read_port_file
 
 
-class ServerProcess:
-    """One server process (`imagesim-embedder` or `imagesim-index`) with its log file."""
+class LoggedProcess:
+    """`python -m MODULE --host 127.0.0.1 --port PORT --port-file F ARGS...` with its output
+    appended to a log file; the port file sits beside the log."""
+
+    what = "server"  # for error messages
 
     def __init__(
         self,
         module: str,
         args: list[str],
         log_path: Path,
-        env: dict | None = None,
+        env: dict[str, str] | None = None,
         port: int = 0,
-        security: ChannelSecurity | None = None,
-    ):
+    ) -> None:
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.port_file = self.log_path.with_suffix(".port.json")
         self.port_file.unlink(missing_ok=True)  # an earlier run's announcement
-        self.security = security or ChannelSecurity()  # for the health check (TLS, CA)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_start = self._log.tell()  # earlier runs may have written to the same file
         cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
@@ -47,7 +48,6 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        self.address = ""
         self.metrics_port: int | None = None
 
     def log_text(self) -> str:
@@ -55,6 +55,50 @@ class ServerProcess:
         with open(self.log_path, "rb") as f:
             f.seek(self._log_start)
             return f.read().decode(errors="replace")
+
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.what} exited with code {self.process.returncode}; log:\n{self.log_text()}"
+            )
+
+    def _check_time(self, deadline: float) -> None:
+        if time.monotonic() > deadline:
+            self.stop()
+            raise TimeoutError(f"{self.what} not ready in time; log:\n{self.log_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process (SIGTERM: graceful) and wait for it; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all (crash tests)."""
+        self.stop(signal.SIGKILL)
+
+
+class ServerProcess(LoggedProcess):
+    """One gRPC server process (`imagesim-embedder` or `imagesim-index`) with its log file."""
+
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        security: ChannelSecurity | None = None,
+    ) -> None:
+        super().__init__(module, args, log_path, env, port)
+        self.security = security or ChannelSecurity()  # for the health check (TLS, CA)
+        self.address = ""
 
     def wait_ready(self, timeout: float = 180.0) -> str:
         """Wait for the bound port and health SERVING; returns 'host:port'."""
@@ -82,33 +126,6 @@ class ServerProcess:
                     pass
                 self._check_time(deadline)
                 time.sleep(0.1)
-
-    def _check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with code {self.process.returncode}; log:\n{self.log_text()}"
-            )
-
-    def _check_time(self, deadline: float) -> None:
-        if time.monotonic() > deadline:
-            self.stop()
-            raise TimeoutError(f"server not ready in time; log:\n{self.log_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal the process (SIGTERM: graceful) and wait for it; returns its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up at all (crash tests)."""
-        self.stop(signal.SIGKILL)
 
 
 def start_embedder(
