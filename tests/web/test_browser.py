@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -58,7 +59,9 @@ def phone(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 60):
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+    """Wait for `condition`; a page that navigates while it is checked is checked again."""
+    waiting = WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])
+    return waiting.until(lambda d: condition(d))
 
 
 def shown(driver, element_id: str) -> bool:
