@@ -20,6 +20,7 @@ from imagesim.errors import (
     DeadlineExceeded,
     ImagesimError,
     InvalidArgument,
+    Unavailable,
     error_for_code,
 )
 
@@ -137,6 +138,20 @@ class ServiceClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until the channel is connected. After a server restarts, a channel waits out
+        its reconnect backoff (up to 2 s) and calls fail fast until then; this waits instead.
+        Raises Unavailable if the server is not reached in `timeout` s (the client's default)."""
+        ready = grpc.channel_ready_future(self._channel)
+        try:
+            ready.result(timeout=timeout or self.timeout)
+        except grpc.FutureTimeoutError:
+            ready.cancel()
+            raise Unavailable(
+                f"{self.what} did not connect within {timeout or self.timeout:g} s",
+                address=self.address,
+            ) from None
 
     def __enter__(self: C) -> C:
         return self

@@ -13,6 +13,7 @@ from imagesim.client.collection import Collection
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason, Unavailable
 from imagesim.params import SearchParams
+from imagesim.testing.launch import start_index
 from imagesim.testing.vectors import structured
 from imagesim.v1 import index_pb2
 
@@ -103,7 +104,7 @@ def test_acknowledged_adds_survive_kill_9(start_shard, tmp_path):
     stop = threading.Event()
 
     def writer() -> None:
-        with IndexClient(shard.address, timeout=5) as client:
+        with IndexClient(shard.address, timeout=60) as client:
             batch = 0
             while not stop.is_set():
                 chunk = items(clustered(25, seed=batch), prefix=f"b{batch}")
@@ -116,7 +117,10 @@ def test_acknowledged_adds_survive_kill_9(start_shard, tmp_path):
 
     thread = threading.Thread(target=writer)
     thread.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while len(acknowledged) <= 100:  # some adds are acknowledged, more are on their way
+        assert thread.is_alive() and time.monotonic() < deadline, "the writer stopped early"
+        time.sleep(0.05)
     shard.kill()  # SIGKILL mid-stream of adds
     stop.set()
     thread.join(30)
@@ -194,3 +198,28 @@ def test_a_shard_list_that_contradicts_the_recorded_layout_is_refused(start_shar
     with IndexClient(a.address) as direct, pytest.raises(FailedPrecondition) as caught:
         direct.add([ItemToAdd(key, clustered(1)[0])])
     assert caught.value.reason == Reason.WRONG_SHARD.value
+
+
+def test_a_client_waits_for_a_restarted_shard_to_connect(tmp_path):
+    """After a restart, a channel waits out its reconnect backoff and calls fail fast until
+    then; `wait_connected` waits for the connection instead (and says when it cannot)."""
+    data = tmp_path / "restarted"
+    shard = start_index(tmp_path / "first.log", data, DIMS)
+    port = int(shard.address.rsplit(":", 1)[1])
+    restarted = None
+    try:
+        with IndexClient(shard.address, timeout=5) as client:
+            client.wait_connected()
+            client.add(items(clustered(3, seed=1), prefix="a"))
+            shard.kill()
+            with pytest.raises(Unavailable):
+                client.stats()  # the channel is in TRANSIENT_FAILURE: fail fast
+            with pytest.raises(Unavailable, match=r"did not connect within 0\.5 s"):
+                client.wait_connected(timeout=0.5)
+            restarted = start_index(tmp_path / "again.log", data, DIMS, port=port)
+            client.wait_connected(timeout=60)
+            assert client.stats().count == 3  # the first call after the wait succeeds
+    finally:
+        shard.stop()
+        if restarted is not None:
+            restarted.stop()

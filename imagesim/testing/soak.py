@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from imagesim.channel import RECONNECT_BACKOFF_MAX_MS
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import IndexClient, ItemToAdd
@@ -128,6 +127,7 @@ class Soak:
         self.shards: list[ServerProcess] = []
         self.ports: list[int] = []
         self.down: set[int] = set()  # shards being killed / restarted / reconnected to
+        self.collections: list[Collection] = []  # the clients' long-lived channels
         self.serving_since: dict[str, float] = {}  # process name -> when it (re)started serving
         self.stop = threading.Event()
         self.photos = [jpeg(photo(name).resize((320, 240))) for name in ("chelsea", "coffee")]
@@ -232,25 +232,43 @@ class Soak:
             Collection(self.addresses, timeout=15) as collection,
         ):
             collection.connect()
-            while not self.stop.is_set():
-                roll = rng.random()
-                try:
-                    if roll < 0.28:
-                        self.add(collection, rng, by_shard, number)
-                    elif roll < 0.38:
-                        self.remove(collection, rng, by_shard)
-                    elif roll < 0.60:
-                        self.search(collection, rng, keys)
-                    elif roll < 0.68:
-                        self.embed(embedder, rng)
-                    elif roll < 0.70:
-                        self.build(rng)
-                    elif roll < 0.75:
-                        self.read(collection, rng, keys)
-                    else:
-                        self.hostile(collection, embedder, rng)
-                except ImagesimError:
-                    pass  # recorded by `timed`
+            with self.lock:
+                self.collections.append(collection)
+            try:
+                while not self.stop.is_set():
+                    self.act(number, rng, by_shard, keys, collection, embedder)
+            finally:
+                with self.lock:
+                    self.collections.remove(collection)
+
+    def act(
+        self,
+        number: int,
+        rng: random.Random,
+        by_shard: dict[int, list[str]],
+        keys: list[str],
+        collection: Collection,
+        embedder: EmbedderClient,
+    ) -> None:
+        """One operation, chosen at random in the soak's mix."""
+        roll = rng.random()
+        try:
+            if roll < 0.28:
+                self.add(collection, rng, by_shard, number)
+            elif roll < 0.38:
+                self.remove(collection, rng, by_shard)
+            elif roll < 0.60:
+                self.search(collection, rng, keys)
+            elif roll < 0.68:
+                self.embed(embedder, rng)
+            elif roll < 0.70:
+                self.build(rng)
+            elif roll < 0.75:
+                self.read(collection, rng, keys)
+            else:
+                self.hostile(collection, embedder, rng)
+        except ImagesimError:
+            pass  # recorded by `timed`
 
     def add(self, collection: Collection, rng: random.Random, by_shard, number: int) -> None:
         shard = rng.randrange(3)
@@ -417,9 +435,21 @@ class Soak:
         self.recovered(1)
 
     def recovered(self, n: int) -> None:
-        """Clients' channels reconnect within their backoff (at most 2 s): until then an
-        outage error is expected."""
-        self.stop.wait(RECONNECT_BACKOFF_MAX_MS / 1000 + 1.0)
+        """The clients' channels to shard `n` reconnect after their backoff (up to
+        imagesim.channel.RECONNECT_BACKOFF_MAX_MS plus jitter) and calls fail fast until then:
+        outage errors are expected until every channel is connected again (and for a second
+        more, for calls that failed just before)."""
+        with self.lock:
+            collections = list(self.collections)
+        for collection in collections:
+            if self.stop.is_set():  # the clients are closing their channels
+                break
+            try:
+                collection.shards[n].wait_connected(timeout=30)
+            except ImagesimError as exc:
+                if not self.stop.is_set():
+                    self.report.unexpected.append(f"reconnecting to shard{n}: {exc}")
+        self.stop.wait(1.0)
         self.down.discard(n)
 
     # ---- the run -------------------------------------------------------------------------
