@@ -183,3 +183,38 @@ def test_a_local_ray_stays_private_small_and_quiet(ray_env, monkeypatch):
         assert ray._private.worker.get_dashboard_url() == ""  # no dashboard web UI
         assert ray.data.DataContext.get_current().enable_progress_bars is False
     assert not ray.is_initialized()
+
+
+def test_a_local_ray_that_fails_to_start_is_started_once_more(ray_env, monkeypatch):
+    """Ray gives a local raylet a fixed 30 s to register, which a loaded machine can miss: the
+    local start is tried twice (a failure injected into the first), a cluster address once."""
+    import ray
+
+    from imagesim.client.ray_dump import RaySettings, ray_session
+    from imagesim.errors import Unavailable
+
+    for name, value in ray_env.items():
+        monkeypatch.setenv(name, value)
+    real_init, calls = ray.init, []
+
+    def first_fails(*args, **kwargs):
+        calls.append(kwargs.get("address"))
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup.")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", first_fails)
+    with ray_session(RaySettings(actors=1, local_cpus=2, object_store_mb=128)) as session:
+        assert session.is_initialized()
+    assert calls == ["local", "local"]
+    calls.clear()
+
+    def always_fails(*args, **kwargs):
+        calls.append(kwargs.get("address"))
+        raise ConnectionError("no GCS there")
+
+    monkeypatch.setattr(ray, "init", always_fails)
+    cluster = ray_session(RaySettings(address="10.0.0.1:6379"))
+    with pytest.raises(Unavailable, match=r"could not connect to Ray at 10\.0\.0\.1:6379"):
+        cluster.__enter__()
+    assert calls == ["10.0.0.1:6379"]
