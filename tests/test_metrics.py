@@ -106,10 +106,13 @@ def test_a_background_build_is_observed_at_the_next_scrape(metered_shard):
         rng = np.random.default_rng(1)
         client.add([ItemToAdd(f"k{i}", rng.normal(size=DIMS)) for i in range(60)])  # > 50
     deadline = time.monotonic() + 120
-    while (page := scrape(metered_shard.metrics_port)).value("imagesim_index_generation") < 1:
+    # The build is counted just after its generation goes live: wait for the count.
+    port = metered_shard.metrics_port
+    while (page := scrape(port)).value("imagesim_index_build_seconds_count") < 1:
         assert time.monotonic() < deadline, "the automatic build never finished"
         time.sleep(0.2)
     assert page.value("imagesim_index_build_seconds_count") == 1
+    assert page.value("imagesim_index_generation") == 1
     assert page.value("grpc_server_handled_total", grpc_method="Add") == 1  # no Build RPC
 
 

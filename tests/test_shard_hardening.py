@@ -50,7 +50,7 @@ def test_concurrent_writes_of_one_key_apply_in_the_same_order_on_disk_and_in_mem
     shard.store.upsert = upsert  # type: ignore[method-assign]
     writer = threading.Thread(target=lambda: shard.add([("same", first, {})]))
     writer.start()
-    assert first_committed.wait(timeout=5)
+    assert first_committed.wait(timeout=30)
     overtaker = threading.Thread(
         target=lambda: (shard.add([("same", second, {})]), second_done.set())
     )
@@ -74,16 +74,16 @@ def test_a_slow_search_does_not_block_writes(tmp_path, monkeypatch):
 
     def slow_coarse(*args, **kwargs):
         in_search.set()
-        release.wait(timeout=5)
+        release.wait(timeout=60)
         return coarse(*args, **kwargs)
 
     monkeypatch.setattr(staging_module, "coarse_distances", slow_coarse)
     searcher = threading.Thread(target=lambda: top(shard, vectors(1)[0]))
     searcher.start()
-    assert in_search.wait(timeout=5)
+    assert in_search.wait(timeout=30)
     writer = threading.Thread(target=lambda: shard.add([("late", vectors(1, seed=9)[0], {})]))
     writer.start()
-    writer.join(timeout=3)
+    writer.join(timeout=30)  # blocked by the search, it would wait for the release
     finished_while_searching = not writer.is_alive()
     release.set()
     searcher.join()

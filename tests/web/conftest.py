@@ -64,11 +64,13 @@ def web(
 def web_small(
     web_collection: tuple[str, str], web_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebProcess]:
-    """imagesim-web with small limits: 256 KiB uploads, 2 at once, 5 s to arrive."""
+    """imagesim-web with small limits: 256 KiB uploads, 2 at once, 5 s to arrive (and metrics,
+    which tests watch to know a request has reached the server)."""
     embedder, shards = web_collection
     server = start_web(
         tmp_path_factory.mktemp("web-small-log") / "web.log", embedder, shards, web_root,
         "--max-upload-mb", "0.25", "--max-uploads", "2", "--upload-timeout", "5",
+        "--metrics-port", "0",
     )  # fmt: skip
     yield server
     server.stop()

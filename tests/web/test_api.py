@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from imagesim.testing.hostile import png_claiming
+from tests.test_metrics import scrape
 
 CHELSEA = {"chelsea.jpg", "chelsea_crop.jpg", "chelsea_half.jpg", "chelsea_mirror.jpg"}
 
@@ -404,12 +405,22 @@ def test_upload_size_limit_before_and_while_the_body_arrives(web_small, held_out
         assert status == 413 and b"IMAGE_TOO_LARGE" in raw
 
 
+def handling(web, requests: int, timeout: float = 60) -> None:
+    """Wait until `web` (started with --metrics-port) is handling `requests` requests."""
+    deadline = time.monotonic() + timeout
+    assert web.metrics_port
+    while scrape(web.metrics_port).value("http_server_active_requests") < requests:
+        assert time.monotonic() < deadline, f"the server never had {requests} requests at once"
+        time.sleep(0.05)
+
+
 def test_a_trickling_upload_gets_408_and_uploads_at_once_are_bounded(web_small, held_out_cat):
     body = multipart(held_out_cat.read_bytes())
     slow = [connect(web_small.url) for _ in range(2)]  # --max-uploads 2
     try:
         for sock in slow:
             sock.sendall(head(web_small.url, len(body)) + body[:100])
+        handling(web_small, 2)
         # Both slots are taken: a third upload is turned away at once, not queued.
         with httpx.Client(base_url=web_small.url, timeout=60) as http:
             deadline = time.monotonic() + 4
@@ -479,11 +490,11 @@ def test_sigterm_lets_an_upload_in_flight_finish_then_exits_cleanly(
     from imagesim.testing.web import start_web
 
     embedder, shards = web_collection
-    server = start_web(tmp_path / "web.log", embedder, shards, web_root)
+    server = start_web(tmp_path / "web.log", embedder, shards, web_root, "--metrics-port", "0")
     body = multipart(held_out_cat.read_bytes())
     with connect(server.url) as sock:
         sock.sendall(head(server.url, len(body)) + body[:1000])
-        time.sleep(0.5)  # the request is in flight (reading its body) ...
+        handling(server, 1)  # the request is in flight (reading its body) ...
         server.process.terminate()  # ... when the server is told to stop
         time.sleep(0.5)
         sock.sendall(body[1000:])

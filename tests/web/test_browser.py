@@ -394,6 +394,17 @@ def sign_in(driver, key: str) -> None:
     driver.find_element(By.ID, "sign-in").click()
 
 
+def refused_page(failed: str, message: str):
+    """The sign-in page after a refusal of kind `failed`, showing `message`."""
+
+    def shows(driver) -> bool:
+        return f"failed={failed}&" in driver.current_url and driver.find_element(
+            By.ID, "error"
+        ).text.startswith(message)
+
+    return shows
+
+
 def test_signing_in_with_a_read_key_shows_results_and_thumbnails(
     trusting, secure_web, pki, held_out_cat
 ):
@@ -404,11 +415,12 @@ def test_signing_in_with_a_read_key_shows_results_and_thumbnails(
     check_layout(trusting)
     screenshot(trusting, "sign-in.png")
     # A write key is refused (a browser keeps only read keys), and so is a wrong one.
-    for key, message in ((pki.keys["write"], "Sign in with a read key."),
-                         ("0123456789abcdef-wrong", "That API key is not valid.")):  # fmt: skip
+    # Each wait names its own refusal: after the first, the page already shows an error.
+    refusals = (("role", pki.keys["write"], "Sign in with a read key."),
+                ("key", "0123456789abcdef-wrong", "That API key is not valid."))  # fmt: skip
+    for failed, key, message in refusals:
         sign_in(trusting, key)
-        wait(trusting, lambda d: "failed=" in d.current_url and shown(d, "error"))
-        assert trusting.find_element(By.ID, "error").text.startswith(message)
+        wait(trusting, refused_page(failed, message))
         assert trusting.get_cookie(KEY_COOKIE) is None
     sign_in(trusting, pki.keys["read"])
     wait(trusting, lambda d: d.current_url == base + "/duplicates")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -36,12 +37,12 @@ def test_the_web_server_serves_without_the_embedder_and_index_packages(tmp_path:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         url = f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
-        while True:  # the port is announced just before the app starts
+        while True:  # the port is announced (listening) just before the app starts
             try:
-                with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
+                with urllib.request.urlopen(url + "/healthz", timeout=30) as answer:
                     assert json.loads(answer.read()) == {"status": "ok"}
                     break
-            except ConnectionError:
+            except (urllib.error.URLError, OSError):  # refused, reset or slow to start
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
         with urllib.request.urlopen(url + "/api/limits", timeout=10) as answer:

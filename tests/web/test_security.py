@@ -314,7 +314,7 @@ def test_sign_in_refuses_other_sites_and_oversized_or_slow_forms(secure_web, pki
         started = time.monotonic()
         trickle = b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nkey"
         assert raw_request(secure_web, pki, trickle).startswith(b"HTTP/1.1 408 ")
-        assert FORM_SECONDS <= time.monotonic() - started < FORM_SECONDS + 5
+        assert FORM_SECONDS <= time.monotonic() - started < FORM_SECONDS + 10  # noisy machine
         fields = "&".join(f"f{i}=1" for i in range(20))
         assert http.post("/login", content=fields.encode()).status_code == 400
 
