@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -59,8 +59,9 @@ def phone(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 60):
-    """Wait for `condition`; a page that navigates while it is checked is checked again."""
-    waiting = WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])
+    """Wait for `condition`; a page that navigates while it is checked is checked again
+    (chromedriver reports a node of the page being left as stale, or as an inspector error)."""
+    waiting = WebDriverWait(driver, timeout, ignored_exceptions=[WebDriverException])
     return waiting.until(lambda d: condition(d))
 
 
