@@ -68,11 +68,15 @@ def import_ray() -> Any:
 
 
 def quiet_console(name: str) -> None:
-    """Only errors of the logger `name` on the console; its log files keep everything (Ray
-    Data writes ray-data.log in the Ray session's directory)."""
+    """Only errors of the logger `name` on Ray's console handler; its log files keep everything
+    (Ray Data writes ray-data.log in the Ray session's directory). Handlers that are not Ray's
+    own are left alone: Ray Data can list the application's root handlers on its logger, and
+    raising their level would silence the application's own warnings."""
     for handler in logging.getLogger(name).handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(
-            handler, logging.FileHandler
+        if (
+            type(handler).__module__.startswith("ray.")
+            and isinstance(handler, logging.StreamHandler)
+            and not isinstance(handler, logging.FileHandler)
         ):
             handler.setLevel(logging.ERROR)
 

@@ -218,3 +218,24 @@ def test_a_local_ray_that_fails_to_start_is_started_once_more(ray_env, monkeypat
     with pytest.raises(Unavailable, match=r"could not connect to Ray at 10\.0\.0\.1:6379"):
         cluster.__enter__()
     assert calls == ["10.0.0.1:6379"]
+
+
+def test_quieting_ray_data_leaves_the_applications_handlers_alone():
+    """Ray Data can list the application's root handlers on its own logger (seen after a
+    failed local start): quieting Ray's console must not raise their level."""
+    import logging
+
+    import ray.data  # noqa: F401  (configures the 'ray.data' logger)
+
+    from imagesim.client.ray_dump import quiet_console
+
+    logger = logging.getLogger("ray.data")
+    mine = logging.StreamHandler()
+    logger.addHandler(mine)
+    try:
+        quiet_console("ray.data")
+        assert mine.level == logging.NOTSET
+        consoles = [h for h in logger.handlers if type(h).__name__ == "PlainRayHandler"]
+        assert consoles and all(h.level == logging.ERROR for h in consoles)  # Ray's console
+    finally:
+        logger.removeHandler(mine)
