@@ -38,8 +38,6 @@ from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, 
 
 log = logging.getLogger(__name__)
 
-LOCAL_START_ATTEMPTS = 2
-
 DEFAULT_OBJECT_STORE_MB = 512  # local Ray: a batch of 32 decoded images is ~8.6 MB
 METADATA_FIELDS = ("file_size", "width", "height", "mtime")
 # One decode task at its worst: a batch of inputs plus one image at the Embedder's decoded-size
@@ -90,31 +88,20 @@ def ray_session(settings: RaySettings) -> Iterator[Any]:
         "logging_level": logging.ERROR,
         "include_dashboard": False,
     }
-    # A local Ray's raylet must register within Ray's fixed 30 s, which a loaded machine can
-    # miss once: a local start is tried twice. A cluster's address is tried once.
-    attempts = 1 if settings.address else LOCAL_START_ATTEMPTS
-    for attempt in range(1, attempts + 1):
-        try:
-            if settings.address:
-                ray.init(address=settings.address, **common)
-            else:
-                cpus = settings.local_cpus or os.cpu_count() or 1
-                ray.init(
-                    address="local",
-                    num_cpus=max(cpus, int(settings.actors * settings.cpus_per_actor) + 1),
-                    object_store_memory=settings.object_store_mb * 1024 * 1024,
-                    **common,
-                )
-            break
-        except Exception as exc:  # Ray raises plain exceptions (e.g. a raylet that never came up)
-            if attempt < attempts:
-                log.warning("a local Ray did not start (%s); starting it again", exc)
-                ray.shutdown()
-                continue
-            where = (
-                f"connect to Ray at {settings.address}" if settings.address else "start a local Ray"
+    try:
+        if settings.address:
+            ray.init(address=settings.address, **common)
+        else:
+            cpus = settings.local_cpus or os.cpu_count() or 1
+            ray.init(
+                address="local",
+                num_cpus=max(cpus, int(settings.actors * settings.cpus_per_actor) + 1),
+                object_store_memory=settings.object_store_mb * 1024 * 1024,
+                **common,
             )
-            raise Unavailable(f"could not {where}: {exc}") from exc
+    except Exception as exc:  # Ray raises plain exceptions (e.g. a raylet that never came up)
+        where = f"connect to Ray at {settings.address}" if settings.address else "start a local Ray"
+        raise Unavailable(f"could not {where}: {exc}") from exc
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the dump has its own

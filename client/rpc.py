@@ -18,6 +18,7 @@ from imagesim.channel import ChannelSecurity, open_channel
 from imagesim.errors import (
     ERROR_DOMAIN,
     DeadlineExceeded,
+    FailedPrecondition,
     ImagesimError,
     InvalidArgument,
     Unavailable,
@@ -130,6 +131,7 @@ class ServiceClient:
         self.address = address
         self.timeout = timeout
         self.security = security or default_security()
+        self._closed = False
         try:
             self._channel = open_channel(address, security=self.security)
         except ValueError as exc:
@@ -137,21 +139,26 @@ class ServiceClient:
         self.stub = self.stub_type(self._channel)
 
     def close(self) -> None:
+        self._closed = True
         self._channel.close()
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until the channel is connected. After a server restarts, a channel waits out
         its reconnect backoff (up to 2 s) and calls fail fast until then; this waits instead.
-        Raises Unavailable if the server is not reached in `timeout` s (the client's default)."""
+        Raises Unavailable if the server is not reached in `timeout` s (the client's default
+        when None)."""
+        if self._closed:
+            raise FailedPrecondition("this client is closed", address=self.address)
+        limit = self.timeout if timeout is None else timeout
         ready = grpc.channel_ready_future(self._channel)
         try:
-            ready.result(timeout=timeout or self.timeout)
+            ready.result(timeout=limit)
         except grpc.FutureTimeoutError:
-            ready.cancel()
             raise Unavailable(
-                f"{self.what} did not connect within {timeout or self.timeout:g} s",
-                address=self.address,
+                f"{self.what} did not connect within {limit:g} s", address=self.address
             ) from None
+        finally:
+            ready.cancel()
 
     def __enter__(self: C) -> C:
         return self

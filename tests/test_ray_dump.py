@@ -175,19 +175,9 @@ import json, ray
 from ray._common.usage import usage_lib
 from imagesim.client.ray_dump import RaySettings, ray_session
 
-real_init, calls = ray.init, []
-
-def first_fails(*args, **kwargs):  # Ray's own words when a raylet misses its 30 s
-    calls.append(kwargs.get("address"))
-    if len(calls) == 1:
-        raise Exception("The current node timed out during startup.")
-    return real_init(*args, **kwargs)
-
-ray.init = first_fails
 with ray_session(RaySettings(actors=3, local_cpus=2, object_store_mb=128)) as session:
     resources = session.cluster_resources()
     facts = {
-        "calls": calls,
         "usage_stats": usage_lib.usage_stats_enabled(),
         "cpus": resources["CPU"],
         "object_store": resources["object_store_memory"],
@@ -199,10 +189,10 @@ print(json.dumps(facts))
 """
 
 
-def test_a_local_ray_is_private_small_quiet_and_started_again_if_it_fails(ray_env):
-    """In a fresh process, as the CLI runs it (Ray started more than once in one long-lived
-    process, as pytest's, sometimes never launches its raylet): the first start fails
-    (injected), the second comes up with the settings asked for."""
+def test_a_local_ray_stays_private_small_and_quiet(ray_env):
+    """Checked in a fresh process, as the CLI runs it: a Ray started inside pytest's
+    long-lived process (gRPC channels of earlier tests open) sometimes lost its dashboard
+    process to SIGABRT or never launched its raylet."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_USAGE_STATS_ENABLED"}
     result = subprocess.run(
         [sys.executable, "-c", LOCAL_RAY_CHECK],
@@ -213,8 +203,6 @@ def test_a_local_ray_is_private_small_quiet_and_started_again_if_it_fails(ray_en
     )
     assert result.returncode == 0, result.stderr[-3000:]
     facts = json.loads(result.stdout.strip().splitlines()[-1])
-    assert facts["calls"] == ["local", "local"]  # tried again after the failure
-    assert "starting it again" in result.stderr
     assert facts["usage_stats"] is False
     assert facts["cpus"] == 4  # the actors' CPUs plus one for decoding
     assert facts["object_store"] == 128 * 1024 * 1024
@@ -223,7 +211,7 @@ def test_a_local_ray_is_private_small_quiet_and_started_again_if_it_fails(ray_en
     assert facts["after"] is False  # shut down at the end
 
 
-def test_a_cluster_address_is_tried_once(monkeypatch):
+def test_a_ray_that_cannot_be_reached_is_unavailable(monkeypatch):
     import ray
 
     from imagesim.client.ray_dump import RaySettings, ray_session
@@ -252,6 +240,8 @@ def test_quieting_ray_data_leaves_the_applications_handlers_alone():
     from imagesim.client.ray_dump import quiet_console
 
     logger = logging.getLogger("ray.data")
+    for handler in logger.handlers:  # as if no session had quieted them yet
+        handler.setLevel(logging.NOTSET)
     mine = logging.StreamHandler()
     logger.addHandler(mine)
     try:

@@ -3,9 +3,11 @@ and a collection layout no client can contradict."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from imagesim.client.collection import Collection
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason, Unavailable
 from imagesim.params import SearchParams
-from imagesim.testing.launch import start_index
+from imagesim.testing.launch import ServerProcess, start_index
 from imagesim.testing.vectors import structured
 from imagesim.v1 import index_pb2
 
@@ -200,6 +202,17 @@ def test_a_shard_list_that_contradicts_the_recorded_layout_is_refused(start_shar
     assert caught.value.reason == Reason.WRONG_SHARD.value
 
 
+def channel_state(client: IndexClient) -> grpc.ChannelConnectivity:
+    """The state of a client's channel now (without asking it to connect)."""
+    states: queue.Queue[grpc.ChannelConnectivity] = queue.Queue()
+    channel = client._channel
+    channel.subscribe(states.put, try_to_connect=False)
+    try:
+        return states.get(timeout=10)  # a subscriber is told the current state first
+    finally:
+        channel.unsubscribe(states.put)
+
+
 def test_a_client_waits_for_a_restarted_shard_to_connect(tmp_path):
     """After a restart, a channel waits out its reconnect backoff and calls fail fast until
     then; `wait_connected` waits for the connection instead (and says when it cannot)."""
@@ -216,9 +229,20 @@ def test_a_client_waits_for_a_restarted_shard_to_connect(tmp_path):
                 client.stats()  # the channel is in TRANSIENT_FAILURE: fail fast
             with pytest.raises(Unavailable, match=r"did not connect within 0\.5 s"):
                 client.wait_connected(timeout=0.5)
-            restarted = start_index(tmp_path / "again.log", data, DIMS, port=port)
+            # Started, not waited for: the wait is the client's, while the server is still
+            # importing its modules and the channel is backing off.
+            restarted = ServerProcess(
+                "imagesim.index_server.main",
+                ["--data", str(data), "--dims", str(DIMS)],
+                tmp_path / "again.log",
+                port=port,
+            )
             client.wait_connected(timeout=60)
-            assert client.stats().count == 3  # the first call after the wait succeeds
+            assert channel_state(client) == grpc.ChannelConnectivity.READY
+            restarted.wait_ready()
+            assert client.stats().count == 3
+        with pytest.raises(FailedPrecondition, match="closed"):
+            client.wait_connected()
     finally:
         shard.stop()
         if restarted is not None:

@@ -37,10 +37,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from imagesim.channel import RECONNECT_BACKOFF_MAX_MS
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import IndexClient, ItemToAdd
-from imagesim.errors import ImagesimError
+from imagesim.errors import ImagesimError, Unavailable
 from imagesim.params import SearchParams
 from imagesim.routing import home
 from imagesim.testing.launch import ServerProcess, start_embedder, start_index
@@ -53,6 +54,9 @@ KEYS_PER_CLIENT = 240
 # shard maps its index, reloads its staged items and takes the writes it missed for a while
 # (8 s was too short on a loaded machine: 94 -> 157 MB in a 40 s run, no leak in 180 s).
 RSS_SETTLE_SECONDS = 20.0
+# How long after a restarted shard serves every client's channel must be connected to it: the
+# channels' backoff (at most RECONNECT_BACKOFF_MAX_MS, plus 20% jitter) and a loaded machine.
+RECONNECT_GRACE_SECONDS = RECONNECT_BACKOFF_MAX_MS / 1000 * 1.2 + 5.0
 # Codes an operation may end with while a shard is down or restarting.
 OUTAGE_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"}
 
@@ -131,6 +135,7 @@ class Soak:
         self.ports: list[int] = []
         self.down: set[int] = set()  # shards being killed / restarted / reconnected to
         self.collections: list[Collection] = []  # the clients' long-lived channels
+        self.faults_done = threading.Event()
         self.serving_since: dict[str, float] = {}  # process name -> when it (re)started serving
         self.stop = threading.Event()
         self.photos = [jpeg(photo(name).resize((320, 240))) for name in ("chelsea", "coffee")]
@@ -241,6 +246,7 @@ class Soak:
                 while not self.stop.is_set():
                     self.act(number, rng, by_shard, keys, collection, embedder)
             finally:
+                self.faults_done.wait(120)  # recovered() may be waiting on this channel
                 with self.lock:
                     self.collections.remove(collection)
 
@@ -409,6 +415,12 @@ class Soak:
     # ---- faults --------------------------------------------------------------------------
 
     def faults(self) -> None:
+        try:
+            self.inject_faults()
+        finally:
+            self.faults_done.set()
+
+    def inject_faults(self) -> None:
         if self.stop.wait(self.seconds * 0.3):
             return
         self.down.add(2)
@@ -438,20 +450,27 @@ class Soak:
         self.recovered(1)
 
     def recovered(self, n: int) -> None:
-        """The clients' channels to shard `n` reconnect after their backoff (up to
-        imagesim.channel.RECONNECT_BACKOFF_MAX_MS plus jitter) and calls fail fast until then:
-        outage errors are expected until every channel is connected again (and for a second
-        more, for calls that failed just before)."""
+        """The clients' channels to shard `n` must reconnect within RECONNECT_GRACE_SECONDS of
+        its serving again (their backoff is at most RECONNECT_BACKOFF_MAX_MS plus jitter);
+        outage errors are expected until they have (and for a second more, for calls that
+        failed just before). A channel slower than that is an unexpected result."""
+        deadline = self.serving_since[f"shard{n}"] + RECONNECT_GRACE_SECONDS
         with self.lock:
             collections = list(self.collections)
         for collection in collections:
-            if self.stop.is_set():  # the clients are closing their channels
-                break
-            try:
-                collection.shards[n].wait_connected(timeout=30)
-            except ImagesimError as exc:
-                if not self.stop.is_set():
-                    self.report.unexpected.append(f"reconnecting to shard{n}: {exc}")
+            while not self.stop.is_set():
+                left = deadline - time.monotonic()
+                try:
+                    collection.shards[n].wait_connected(timeout=min(1.0, max(left, 0.05)))
+                    break
+                except Unavailable:
+                    if left <= 0:
+                        with self.lock:
+                            self.report.unexpected.append(
+                                f"a client's channel to shard{n} was not connected "
+                                f"{RECONNECT_GRACE_SECONDS:g} s after the shard served again"
+                            )
+                        break
         self.stop.wait(1.0)
         self.down.discard(n)
 

@@ -17,7 +17,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -60,9 +64,20 @@ def phone(tmp_path_factory):
 
 def wait(driver, condition, timeout: float = 60):
     """Wait for `condition`; a page that navigates while it is checked is checked again
-    (chromedriver reports a node of the page being left as stale, or as an inspector error)."""
-    waiting = WebDriverWait(driver, timeout, ignored_exceptions=[WebDriverException])
-    return waiting.until(lambda d: condition(d))
+    (chromedriver reports a node of the page being left as stale, missing, or as an inspector
+    error). Any other error ends the wait at once."""
+
+    def check(d):
+        try:
+            return condition(d)
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout).until(check)
 
 
 def shown(driver, element_id: str) -> bool:
