@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagesim.client.collection import SearchResult
 from imagesim.client.duplicates import DuplicateReport
+from imagesim.client.images_root import MAX_KEY_CHARS, ImagesRoot
 from imagesim.errors import InvalidArgument, NotFound
 from imagesim.params import SearchParams
 from imagesim.security import KeyFile
@@ -34,7 +35,6 @@ from imagesim.web.auth import ApiKeyAuth, caller_may_read
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.errors import install_error_handlers, openapi_errors
-from imagesim.web.images_root import MAX_KEY_CHARS, ImagesRoot
 from imagesim.web.login import add_login_routes
 from imagesim.web.metrics import HttpMetrics
 from imagesim.web.reasons import WebReason

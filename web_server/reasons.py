@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from enum import Enum
 
+from imagesim.client.images_root import FileReason
+
 
 class WebReason(str, Enum):
-    OUTSIDE_IMAGES_ROOT = "OUTSIDE_IMAGES_ROOT"  # a key whose file lies outside --images-root
-    IMAGE_FILE_MISSING = "IMAGE_FILE_MISSING"  # in the collection, but no (regular) file
+    OUTSIDE_IMAGES_ROOT = FileReason.OUTSIDE_IMAGES_ROOT.value  # (client.images_root)
+    IMAGE_FILE_MISSING = FileReason.IMAGE_FILE_MISSING.value
     INVALID_REQUEST = "INVALID_REQUEST"  # a parameter of the wrong type or out of range
     UPLOAD_TOO_SLOW = "UPLOAD_TOO_SLOW"  # the body did not arrive within --upload-timeout
     TOO_MANY_UPLOADS = "TOO_MANY_UPLOADS"  # --max-uploads are being handled

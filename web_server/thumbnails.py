@@ -19,9 +19,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as WaitTimeout
 from dataclasses import dataclass
 
+from imagesim.client.images_root import ImagesRoot
 from imagesim.client.pictures import jpeg, picture
 from imagesim.errors import InvalidArgument, Reason, Unavailable
-from imagesim.web.images_root import ImagesRoot
 from imagesim.web.reasons import WebReason
 
 

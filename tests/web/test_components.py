@@ -14,6 +14,7 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.duplicates import DuplicateReport
+from imagesim.client.images_root import ImagesRoot
 from imagesim.client.index_client import ItemToAdd
 from imagesim.errors import PermissionDenied, Unavailable
 from imagesim.testing.samples import write_sample_photos
@@ -21,7 +22,6 @@ from imagesim.testing.vectors import structured
 from imagesim.web.app import _signature
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
-from imagesim.web.images_root import ImagesRoot
 from imagesim.web.thumbnails import ThumbnailCache
 
 

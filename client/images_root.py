@@ -1,4 +1,5 @@
-"""Opening the image file of a key, never outside the images root.
+"""Opening the image file of a key, never outside the images root (the web server's thumbnails,
+the quarantine of duplicate review).
 
 A relative key is a path under the root; an absolute key is accepted only when it lies in the
 root. Refused, whatever the file system holds: empty keys, NUL bytes, any `..` component, and
@@ -13,12 +14,22 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from imagesim.errors import InvalidArgument, NotFound, PermissionDenied, Reason
-from imagesim.web.reasons import WebReason
 
 MAX_KEY_CHARS = 4096
+
+
+class FileReason(str, Enum):
+    """Why a key's file cannot be used (client side: the services never see image files)."""
+
+    OUTSIDE_IMAGES_ROOT = "OUTSIDE_IMAGES_ROOT"  # a key whose file lies outside the images root
+    IMAGE_FILE_MISSING = "IMAGE_FILE_MISSING"  # in the collection, but no (regular) file
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -33,12 +44,12 @@ class OpenedFile:
 
 def _outside(key: str) -> PermissionDenied:
     return PermissionDenied(
-        f"{key[:200]!r} is not a file under the images root", reason=WebReason.OUTSIDE_IMAGES_ROOT
+        f"{key[:200]!r} is not a file under the images root", reason=FileReason.OUTSIDE_IMAGES_ROOT
     )
 
 
 def _missing(key: str, why: str) -> NotFound:
-    return NotFound(f"no image file for {key[:200]!r}: {why}", reason=WebReason.IMAGE_FILE_MISSING)
+    return NotFound(f"no image file for {key[:200]!r}: {why}", reason=FileReason.IMAGE_FILE_MISSING)
 
 
 class ImagesRoot:
