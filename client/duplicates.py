@@ -211,7 +211,7 @@ def find_duplicates(
     params = SearchParams(k=neighbours + 1, max_distance=max_distance)
     per_batch = batch_size(neighbours)
     scanned = 0
-    for keys, vectors in _batches(
+    for keys, vectors in vector_batches(
         source.scan(page_size=page_size, include_vectors=True, include_metadata=False), per_batch
     ):
         if should_stop is not None and should_stop():
@@ -235,7 +235,7 @@ def find_duplicates(
     )
 
 
-def _batches(items: Iterable[Item], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+def vector_batches(items: Iterable[Item], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
     keys: list[str] = []
     vectors: list[np.ndarray] = []
     for item in items:
