@@ -1,0 +1,289 @@
+"""The CLI's folder-keeping commands: `sync`, `apply`, `undo`, `outliers`, and the `--plan` of
+`duplicates` (the review plan it writes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from imagesim.client.collection import Collection
+from imagesim.client.duplicates import DuplicateReport
+from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.images_root import ImagesRoot
+from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
+from imagesim.client.picture_commands import key_path, load_tile_picture, save
+from imagesim.client.pictures import Tile, contact_sheet
+from imagesim.client.quarantine import Outcome, apply_plan, undo
+from imagesim.client.review_plan import KeepRule, load_plan, make_plan, save_plan
+from imagesim.client.sync import SyncPlan, apply_sync, plan_sync
+from imagesim.errors import FailedPrecondition, InvalidArgument
+
+WATCH_DEBOUNCE_SECONDS = 2.0
+
+
+def add_plan_flags(duplicates: argparse.ArgumentParser) -> None:
+    duplicates.add_argument(
+        "--plan",
+        type=Path,
+        metavar="JSON",
+        help="also write a review plan: one keeper per group, the others marked to move "
+        "(edit it, then `imagesim apply`)",
+    )
+    duplicates.add_argument(
+        "--keep",
+        type=KeepRule,
+        choices=list(KeepRule),
+        default=KeepRule.LARGEST,
+        metavar="{" + ",".join(r.value for r in KeepRule) + "}",
+        help="which member of a group the plan keeps (default largest: most pixels)",
+    )
+
+
+def add_curate_commands(
+    commands: argparse._SubParsersAction,
+    common: argparse.ArgumentParser,
+    embedding: Sequence[argparse.ArgumentParser],
+) -> None:
+    sync = commands.add_parser(
+        "sync",
+        parents=[common, *embedding],
+        help="make the collection match a folder: add new files, re-embed changed ones, "
+        "remove items whose files are gone",
+    )
+    sync.add_argument("folder", type=Path)
+    sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sync.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep following the folder as it changes, until Ctrl-C (needs imagesim[watch])",
+    )
+    sync.add_argument("--no-build", action="store_true", help="leave building to the shards")
+    sync.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    apply = commands.add_parser(
+        "apply", parents=[common], help="carry out a duplicates review plan (needs a write key)"
+    )
+    apply.add_argument("plan", type=Path)
+    where = apply.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--move-to",
+        type=Path,
+        metavar="QUARANTINE",
+        help="move the files marked `move` here (relative paths kept; never overwriting); "
+        "the manifest is written here too",
+    )
+    where.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete them for good (the manifest still records them, beside the plan)",
+    )
+    apply.add_argument("--dry-run", action="store_true", help="print what would happen")
+
+    undo_parser = commands.add_parser(
+        "undo", parents=[common], help="put back the files and items of an apply"
+    )
+    undo_parser.add_argument("manifest", type=Path)
+    undo_parser.add_argument("--dry-run", action="store_true", help="print what would happen")
+
+    outliers = commands.add_parser(
+        "outliers",
+        parents=[common],
+        help="the items farthest from their nearest neighbours (odd or broken pictures)",
+    )
+    outliers.add_argument("-n", type=int, default=50, help="how many (default 50)")
+    outliers.add_argument(
+        "--neighbours",
+        type=int,
+        default=DEFAULT_NEIGHBOURS,
+        help=f"score: mean distance to this many nearest items (default {DEFAULT_NEIGHBOURS})",
+    )
+    outliers.add_argument("--json", action="store_true", help="print JSON")
+    outliers.add_argument("--sheet", type=Path, metavar="PNG", help="also draw them")
+    outliers.add_argument(
+        "--images-root",
+        type=Path,
+        metavar="DIR",
+        help="where relative keys' files are (default: the current directory)",
+    )
+
+
+# ---- sync ----------------------------------------------------------------------------------
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    if not args.folder.is_dir():
+        raise InvalidArgument(f"{args.folder} is not a directory")
+    with (
+        EmbedderClient(args.embedder, args.timeout) as embedder,
+        Collection(args.shards, args.timeout) as collection,
+    ):
+
+        def once() -> None:
+            plan = plan_sync(args.folder, collection)
+            if args.dry_run:
+                print(plan.describe())
+                return
+            if plan.to_embed:
+                collection.check_dims(embedder.dimension(args.space))
+            report = apply_sync(
+                plan,
+                embedder,
+                collection,
+                args.space,
+                progress=not args.quiet,
+                build=not args.no_build,
+                streams=args.streams,
+            )
+            for path, reason in (plan.skipped + report.bulk.failed)[:20]:
+                print(f"skipped {path}: {reason}", file=sys.stderr)
+            print(report.summary() + _rate(plan), flush=True)
+
+        once()
+        if args.watch and not args.dry_run:
+            watch(args.folder, once)
+    return 0
+
+
+def _rate(plan: SyncPlan) -> str:
+    if not plan.seconds:
+        return ""
+    return f" ({plan.files_seen / plan.seconds:,.0f} files checked/s)"
+
+
+def watch(folder: Path, run: Callable[[], None], debounce: float = WATCH_DEBOUNCE_SECONDS) -> None:
+    """Run `run` after the folder changes, once per burst of changes (quiet for `debounce`
+    seconds), until Ctrl-C."""
+    try:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+    except ImportError:
+        raise FailedPrecondition("--watch needs watchdog: pip install 'imagesim[watch]'") from None
+    changed = threading.Event()
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type not in ("opened", "closed_no_write"):
+                changed.set()
+
+    observer = Observer()
+    observer.schedule(Handler(), str(folder), recursive=True)
+    observer.start()
+    print(f"watching {folder} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            changed.wait()
+            while changed.is_set():  # wait for the burst to end
+                changed.clear()
+                changed.wait(debounce)
+            run()
+    except KeyboardInterrupt:
+        print("stopped watching", file=sys.stderr)
+    finally:
+        observer.stop()
+        observer.join(5)
+
+
+# ---- duplicates review ---------------------------------------------------------------------
+
+
+def write_plan(args: argparse.Namespace, collection: Collection, report: DuplicateReport) -> None:
+    """`duplicates --plan`: the review plan of this report."""
+    images = ImagesRoot(args.images_root or Path.cwd())
+    plan = make_plan(
+        report,
+        lambda key: collection.get(key).metadata,
+        collection.layout.shard_ids,
+        images,
+        args.keep,
+    )
+    save_plan(plan, args.plan)
+    moves = len(plan.moves())
+    print(
+        f"plan: {args.plan} ({len(plan.groups)} groups, {moves} files to move, "
+        f"keep {args.keep.value})",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+
+
+def _print_outcome(outcome: Outcome, verb: str, dry_run: bool) -> None:
+    for line in outcome.lines(f"would {verb}" if dry_run else verb):
+        print(line)
+    if dry_run:
+        print(
+            f"dry run: {len(outcome.done)} files, {len(outcome.skipped)} skipped; nothing changed"
+        )
+    else:
+        print(
+            f"{verb} {len(outcome.done)} files, {len(outcome.skipped)} skipped, "
+            f"{outcome.items} items; manifest: {outcome.manifest}"
+        )
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    manifests = args.move_to if args.move_to is not None else args.plan.parent
+    with Collection(args.shards, args.timeout) as collection:
+        outcome = apply_plan(plan, collection, args.move_to, manifests, args.dry_run)
+    _print_outcome(outcome, "moved" if args.move_to is not None else "deleted", args.dry_run)
+    return 0
+
+
+def cmd_undo(args: argparse.Namespace) -> int:
+    with Collection(args.shards, args.timeout) as collection:
+        outcome = undo(args.manifest, collection, args.dry_run)
+    _print_outcome(outcome, "put back", args.dry_run)
+    return 0
+
+
+# ---- outliers ------------------------------------------------------------------------------
+
+
+def outliers_json(report: OutlierReport) -> dict[str, Any]:
+    return {
+        "neighbors": report.neighbours,
+        "items": report.items,
+        "outliers": [
+            {
+                "key": o.key,
+                "score": o.score,
+                "nearest": [{"key": k, "distance": d} for k, d in o.nearest],
+            }
+            for o in report.outliers
+        ],
+    }
+
+
+def cmd_outliers(args: argparse.Namespace) -> int:
+    with Collection(args.shards, args.timeout) as collection:
+        collection.connect()
+        report = find_outliers(collection, args.n, args.neighbours, timeout=args.timeout)
+    if args.json:
+        print(json.dumps(outliers_json(report), indent=2))
+    else:
+        print(
+            f"{len(report.outliers)} most isolated of {report.items} items "
+            f"(score: mean distance to the {report.neighbours} nearest)"
+        )
+        for rank, outlier in enumerate(report.outliers, 1):
+            print(f"{rank:4d}  score {outlier.score:.4f}  {outlier.key}")
+    if args.sheet is not None:
+        tiles = [
+            Tile(load_tile_picture(key_path(o.key, args.images_root)), (f"{o.score:.4f}", o.key))
+            for o in report.outliers
+        ]
+        title = f"outliers: the {len(tiles)} most isolated items (score)"
+        save(contact_sheet(tiles, title, 180, 6), args.sheet, args.json)
+    return 0
+
+
+CURATE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sync": cmd_sync,
+    "apply": cmd_apply,
+    "undo": cmd_undo,
+    "outliers": cmd_outliers,
+}
