@@ -41,11 +41,11 @@ serve: protos
 # writes a contact sheet (.demo/result.png), lists the near-duplicate groups.
 # On a machine that cannot download the ImageNet weights: make demo WEIGHTS=none
 demo: protos
-	$(BIN)/python examples/demo.py --weights $(WEIGHTS)
+	$(BIN)/python -m examples.demo --weights $(WEIGHTS)
 
 # The demo, then the web page on http://127.0.0.1:$(WEB_PORT)/ until Ctrl-C.
 web: protos
-	$(BIN)/python examples/demo.py --weights $(WEIGHTS) --web --port $(WEB_PORT)
+	$(BIN)/python -m examples.demo --weights $(WEIGHTS) --web --port $(WEB_PORT)
 
 # The pictures in docs/ (README): a contact sheet and the web page, made by the code itself.
 docs-images: protos browser
@@ -76,7 +76,7 @@ typecheck: protos
 
 # The soak test with faults at full length (the suite runs a short one).
 soak: protos
-	$(BIN)/python -m imagesim.testing.soak --seconds $(SOAK_SECONDS) --json .soak/report.json
+	$(BIN)/python -m tests.support.soak --seconds $(SOAK_SECONDS) --json .soak/report.json
 
 bench: protos
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

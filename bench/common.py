@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from imagesim.embedder_server.preprocess import ImageLimits, load_rgb
-from imagesim.testing.launch import ServerProcess, start_embedder
-from imagesim.testing.samples import write_photo_crops
+from tests.support.launch import ServerProcess, start_embedder
+from tests.support.samples import write_photo_crops
 
 INPUT = (299, 299)
 

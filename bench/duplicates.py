@@ -2,7 +2,7 @@
 
     python -m bench.duplicates [--quick] [--out .bench/duplicates.json]
 
-Data: structured vectors like pooled CNN features (imagesim.testing.vectors) with planted
+Data: structured vectors like pooled CNN features (tests.support.vectors) with planted
 near-duplicates: ~1,000 small groups (1-4 copies at noise 0.01-0.08; every other group a chain,
 each copy made from the one before, so its ends can be farther apart than the threshold) and
 20 bursts of 15 copies (more than the 10 neighbours each item looks at). Natural neighbours
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesim.testing.vectors import structured
+from tests.support.vectors import structured
 
 THRESHOLD = 0.1
 NEIGHBOURS = 10
@@ -180,7 +180,7 @@ def worker(shards: list[str], threshold: float, neighbours: int, out: Path) -> N
 def run(quick: bool, work: Path, count: int = 25_000) -> DuplicatesResult:
     from imagesim.client.collection import Collection
     from imagesim.client.index_client import ItemToAdd
-    from imagesim.testing.launch import start_index
+    from tests.support.launch import start_index
 
     count, dims, shard_count, sample = (1500, 256, 1, 300) if quick else (count, 2048, 2, 1000)
     keys, vectors, groups = planted(count, dims)

@@ -25,7 +25,7 @@ from imagesim.client.dump import dump_folder_parquet
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.parquet_dump import read_rows
 from imagesim.recall import row_cosines
-from imagesim.testing.cli import run_cli
+from tests.support.cli import run_cli
 
 
 @dataclass

@@ -35,7 +35,7 @@ from bench.startup import StartupResult, startup
 from imagesim.client.dump import VectorDump
 from imagesim.embedder_server.runtimes import openvino as ovrt
 from imagesim.embedder_server.runtimes.select import load_runtime
-from imagesim.testing.vectors import structured as structured_vectors
+from tests.support.vectors import structured as structured_vectors
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
 SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates", "ray")

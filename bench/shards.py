@@ -9,7 +9,7 @@ import numpy as np
 
 from imagesim.client.collection import Collection
 from imagesim.client.index_client import ItemToAdd
-from imagesim.testing.launch import ServerProcess, start_index
+from tests.support.launch import ServerProcess, start_index
 
 
 def start_shards(

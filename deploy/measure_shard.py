@@ -3,7 +3,7 @@
 The capacity model (deploy/capacity.py) and the Kubernetes resource requests
 (deploy/k8s/base/index-statefulset.yaml) are sized from these figures. For each size it
 starts a real shard process (2048-d unless --dims, angular, the server's default 100 trees, no
-automatic build), adds structured vectors (imagesim.testing.vectors: clustered, ReLU-like)
+automatic build), adds structured vectors (tests.support.vectors: clustered, ReLU-like)
 through gRPC, builds once, and reads from /proc:
 
 - peak RSS of the process over adding and building (VmHWM): what a pod's memory limit must
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.support
 from imagesim.client.index_client import IndexClient, ItemToAdd
-from imagesim.testing.launch import ServerProcess, start_index
-from imagesim.testing.vectors import structured
+from tests.support.launch import ServerProcess, start_index
+from tests.support.vectors import structured
 
 CHUNK = 1024
 MiB = 1024 * 1024

@@ -3,8 +3,8 @@ photos with the `imagesim` CLI, query one photo (results printed and drawn on a 
 list the near-duplicate groups, stop the servers. With --web, also start imagesim-web on the
 collection and keep everything running until Ctrl-C.
 
-    python examples/demo.py [--weights imagenet|none|PATH]       (make demo [WEIGHTS=none])
-    python examples/demo.py --web [--port 8080] [--weights ...]  (make web [WEIGHTS=none])
+    python -m examples.demo [--weights imagenet|none|PATH]       (make demo [WEIGHTS=none])
+    python -m examples.demo --web [--port 8080] [--weights ...]  (make web [WEIGHTS=none])
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagesim.testing.launch import ServerProcess, start_embedder, start_index
-from imagesim.testing.samples import write_held_out_cat, write_sample_photos
+from tests.support.launch import ServerProcess, start_embedder, start_index
+from tests.support.samples import write_held_out_cat, write_sample_photos
 
 WORK = Path(".demo")
 
@@ -91,7 +91,7 @@ def main() -> None:
         if not args.web:
             print("to look at the collection in a browser: make web (same WEIGHTS)")
             return
-        from imagesim.testing.web import start_web
+        from tests.support.web import start_web
 
         web = start_web(
             WORK / "web.log",

@@ -19,8 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from examples.demo import WORK, run, services
-from imagesim.testing.browser import chromium, set_viewport
-from imagesim.testing.web import start_web
+from tests.support.browser import chromium, set_viewport
+from tests.support.web import start_web
 
 WIDTH = 1180
 

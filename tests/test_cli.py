@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from imagesim.testing.cli import run_cli as imagesim
+from tests.support.cli import run_cli as imagesim
 
 
 @pytest.fixture(scope="module")
 def indexed(embedder_server, photos, tmp_path_factory):
     """The test photos indexed into two shards: (embedder, shards, index output, work dir)."""
-    from imagesim.testing.launch import start_index
+    from tests.support.launch import start_index
 
     root = tmp_path_factory.mktemp("cli-shards")
     shards = [start_index(root / f"s{n}.log", root / f"s{n}", 2048) for n in range(2)]
@@ -242,7 +242,7 @@ def test_the_collection_remembers_what_made_its_vectors(indexed, embedder_server
     model's vectors are refused, another runtime's get a note."""
     from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
     from imagesim.client.index_client import IndexClient, ItemToAdd
-    from imagesim.testing.launch import start_index
+    from tests.support.launch import start_index
 
     _, shards, *_ = indexed
     with EmbedderClient(embedder_server.address) as embedder:

@@ -12,8 +12,8 @@ from PIL import Image
 from imagesim.client.collection import Collection
 from imagesim.client.index_client import ItemToAdd
 from imagesim.client.pictures import ACCENT, TILE_BACKGROUND, picture
-from imagesim.testing.cli import run_cli as imagesim
-from imagesim.testing.samples import photo, write_sample_photos
+from tests.support.cli import run_cli as imagesim
+from tests.support.samples import photo, write_sample_photos
 
 PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.picture_commands)
 
@@ -22,7 +22,7 @@ PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.picture_
 def collection(embedder_server, tmp_path_factory):
     """The sample photos (and their variants) in two shards, plus two items with keys
     relative to the photos' folder: (embedder, shards, folder)."""
-    from imagesim.testing.launch import start_index
+    from tests.support.launch import start_index
 
     root = tmp_path_factory.mktemp("sheets")
     folder = root / "photos"

@@ -18,8 +18,8 @@ from imagesim.client.embedder_client import EmbedderClient
 from imagesim.embedder_server.decode_budget import DecodeBudget
 from imagesim.embedder_server.preprocess import ImageLimits, load_rgb, open_image
 from imagesim.errors import InvalidArgument, Reason, ResourceExhausted
-from imagesim.testing.launch import start_embedder
 from tests.conftest import jpeg_bytes, synthetic_image
+from tests.support.launch import start_embedder
 
 SIZE = (299, 299)
 

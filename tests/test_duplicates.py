@@ -10,7 +10,7 @@ from imagesim.client.collection import Collection
 from imagesim.client.duplicates import UnionFind, batch_size, find_duplicates
 from imagesim.client.index_client import ItemToAdd
 from imagesim.errors import Cancelled, InvalidArgument
-from imagesim.testing.vectors import structured
+from tests.support.vectors import structured
 
 
 def angular(a: np.ndarray, b: np.ndarray) -> np.ndarray:

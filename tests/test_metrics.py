@@ -21,7 +21,7 @@ from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import InvalidArgument
 from imagesim.params import SearchParams
-from imagesim.testing.web import WebProcess
+from tests.support.web import WebProcess
 
 DIMS = 8
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "imagesim.json"

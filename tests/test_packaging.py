@@ -148,3 +148,27 @@ def test_no_generic_top_level_modules_are_installed():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert result.stdout.strip() == "[]"
+
+
+def test_the_wheel_holds_the_product_only_and_builds_without_warnings(tmp_path: Path):
+    """Test helpers (soak, browser, hostile inputs, launchers) live under tests/, never in the
+    wheel; the build prints no setuptools warning."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    offline = ["--no-deps", "--no-build-isolation", "--no-index"]
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", *offline, "-w", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "Warning" not in built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("imagesim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    modules = [n for n in names if n.endswith(".py")]
+    assert "imagesim/client/cli.py" in modules and "imagesim/web/static/index.html" in names
+    helpers = ("test", "soak", "hostile", "selenium", "browser", "launch", "samples")
+    assert [n for n in modules if any(h in n.rsplit("/", 1)[-1] for h in helpers)] == []
+    assert not [n for n in names if n.startswith(("tests/", "imagesim/testing/"))]

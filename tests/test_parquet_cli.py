@@ -10,7 +10,7 @@ import numpy as np
 from imagesim.client.dump import VectorDump
 from imagesim.client.parquet_dump import read_header, read_rows
 from imagesim.routing import home
-from imagesim.testing.cli import run_cli as imagesim
+from tests.support.cli import run_cli as imagesim
 
 
 def test_parquet_dump_equals_npz_and_indexes_into_shards(

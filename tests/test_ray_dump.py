@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagesim.client.parquet_dump import read_header, read_rows
-from imagesim.testing.cli import run_cli as imagesim
+from tests.support.cli import run_cli as imagesim
 
 pytestmark = pytest.mark.slow
 

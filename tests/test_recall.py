@@ -10,7 +10,7 @@ from imagesim.index_server.shard import Shard, ShardConfig
 from imagesim.index_server.vectors import distances, top_k
 from imagesim.params import SearchParams
 from imagesim.recall import exact_top_k, recall_at_k
-from imagesim.testing.vectors import structured as structured_vectors
+from tests.support.vectors import structured as structured_vectors
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from imagesim.client.embedder_client import EmbedderClient
 from imagesim.pca import l2_normalise
 from imagesim.reduction.evaluate import evaluate
 from imagesim.reduction.reducer import Reducer, ReducerSpec
-from imagesim.testing.cli import run_cli as imagesim
-from imagesim.testing.launch import start_embedder, start_index
 from tests.conftest import synthetic_image
+from tests.support.cli import run_cli as imagesim
+from tests.support.launch import start_embedder, start_index
 
 
 @pytest.fixture(scope="module")

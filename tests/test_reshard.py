@@ -13,8 +13,8 @@ from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.client.reshard import Resharder
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
 from imagesim.params import SearchParams
-from imagesim.testing.cli import run_cli
-from imagesim.testing.vectors import structured
+from tests.support.cli import run_cli
+from tests.support.vectors import structured
 
 DIMS = 64
 EXACT = SearchParams(k=10, search_k=10**6, include_metadata=True)

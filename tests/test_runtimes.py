@@ -25,8 +25,8 @@ from imagesim.embedder_server.runtimes.tensorflow import TensorFlowRuntime
 from imagesim.enums import Precision, Runtime
 from imagesim.errors import FailedPrecondition
 from imagesim.recall import row_cosines, top_k_agreement
-from imagesim.testing.launch import ServerProcess, start_embedder
 from imagesim.v1 import common_pb2
+from tests.support.launch import ServerProcess, start_embedder
 
 UNTRAINED = WeightsSource("none")
 

@@ -22,9 +22,9 @@ from imagesim.errors import (
     Unauthenticated,
     Unavailable,
 )
-from imagesim.testing.cli import run_cli
 from imagesim.v1 import index_pb2
 from tests.pki import CertificateAuthority
+from tests.support.cli import run_cli
 
 DIMS = 8
 ITEM = ItemToAdd("a", np.ones(DIMS, dtype=np.float32))

@@ -15,9 +15,9 @@ from imagesim.client.collection import Collection
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason, Unavailable
 from imagesim.params import SearchParams
-from imagesim.testing.launch import ServerProcess, start_index
-from imagesim.testing.vectors import structured
 from imagesim.v1 import index_pb2
+from tests.support.launch import ServerProcess, start_index
+from tests.support.vectors import structured
 
 DIMS = 64
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagesim.testing.soak import Soak
+from tests.support.soak import Soak
 
 pytestmark = pytest.mark.slow
 

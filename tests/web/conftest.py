@@ -11,11 +11,11 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.index_client import ItemToAdd
-from imagesim.testing.cli import run_cli
-from imagesim.testing.launch import ServerProcess, start_index
-from imagesim.testing.samples import write_held_out_cat, write_sample_photos
-from imagesim.testing.web import WebProcess, start_web
 from tests.conftest import Pki
+from tests.support.cli import run_cli
+from tests.support.launch import ServerProcess, start_index
+from tests.support.samples import write_held_out_cat, write_sample_photos
+from tests.support.web import WebProcess, start_web
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagesim.testing.hostile import png_claiming
+from tests.support.hostile import png_claiming
 from tests.test_metrics import scrape
 
 CHELSEA = {"chelsea.jpg", "chelsea_crop.jpg", "chelsea_half.jpg", "chelsea_mirror.jpg"}
@@ -222,8 +222,8 @@ def hostile(embedder_server, web_root, tmp_path_factory):
 
     from imagesim.client.collection import Collection
     from imagesim.client.index_client import ItemToAdd
-    from imagesim.testing.launch import start_index
-    from imagesim.testing.web import start_web
+    from tests.support.launch import start_index
+    from tests.support.web import start_web
 
     work = tmp_path_factory.mktemp("hostile")
     root = work / "root"
@@ -487,7 +487,7 @@ def test_hosts_headers_docs_and_pages(http, web):
 def test_sigterm_lets_an_upload_in_flight_finish_then_exits_cleanly(
     embedder_server, web_collection, web_root, held_out_cat, tmp_path: Path
 ):
-    from imagesim.testing.web import start_web
+    from tests.support.web import start_web
 
     embedder, shards = web_collection
     server = start_web(tmp_path / "web.log", embedder, shards, web_root, "--metrics-port", "0")
@@ -513,7 +513,7 @@ def test_the_web_server_reaches_secured_shards_with_a_read_key(
 
     from imagesim.client.collection import Collection
     from imagesim.client.index_client import ItemToAdd
-    from imagesim.testing.web import WebProcess
+    from tests.support.web import WebProcess
 
     shard = start_shard(8, *pki.server_args(), security=pki.security())
     rng = np.random.default_rng(3)

@@ -27,8 +27,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from imagesim.testing.browser import browser_paths, chromium, set_viewport, viewport
 from imagesim.web.auth import KEY_COOKIE
+from tests.support.browser import browser_paths, chromium, set_viewport, viewport
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("IMAGESIM_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from imagesim.security import KeyFile, Role
-from imagesim.testing.web import WebProcess
 from imagesim.web.auth import KEY_COOKIE, ApiKeyAuth, cookie_value
 from imagesim.web.login import FORM_SECONDS, LOGIN_SECONDS
 from tests.pki import CertificateAuthority
+from tests.support.web import WebProcess
 from tests.test_metrics import scrape
 from tests.web.conftest import start_secure_web, tls_client
 

@@ -1,7 +1,7 @@
 """Soak test with faults: an Embedder and 3 shards under 8 concurrent clients for a fixed time,
 then a model-based consistency check.
 
-    python -m imagesim.testing.soak [--seconds 180] [--clients 8] [--work .soak] [--json F]
+    python -m tests.support.soak [--seconds 180] [--clients 8] [--work .soak] [--json F]
 
 Clients mix Add (new keys and replacements), Remove, Search (thresholds, filters, batches),
 Get/Contains, Scan, Embed and Build with random sizes, plus hostile calls (oversized keys and
@@ -44,9 +44,9 @@ from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import ImagesimError, Unavailable
 from imagesim.params import SearchParams
 from imagesim.routing import home
-from imagesim.testing.launch import ServerProcess, start_embedder, start_index
-from imagesim.testing.samples import photo
 from imagesim.v1 import index_pb2
+from tests.support.launch import ServerProcess, start_embedder, start_index
+from tests.support.samples import photo
 
 DIMS = 2048
 KEYS_PER_CLIENT = 240

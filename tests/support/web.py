@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from imagesim.serving.portfile import read_port_file
-from imagesim.testing.launch import LoggedProcess
+from tests.support.launch import LoggedProcess
 
 
 class WebProcess(LoggedProcess):
