@@ -33,6 +33,7 @@ from imagesim.serving.metrics import (
     new_registry,
     start_metrics_server,
 )
+from imagesim.serving.parsing import RequestParsing
 from imagesim.serving.portfile import write_port_file
 from imagesim.serving.settings import ServerSettings, refuse
 from imagesim.serving.streams import StreamGuard
@@ -85,7 +86,9 @@ class GrpcServer:
                 self.registry.register(collector)
         if self.keys is not None:
             interceptors.append(ApiKeyInterceptor(self.keys))
-        # After authentication: a refused caller never takes a stream slot.
+        # After authentication: a refused caller's request is never parsed and never takes a
+        # stream slot; a malformed request takes no slot either.
+        interceptors.append(RequestParsing())
         interceptors.append(self.streams)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -109,6 +112,7 @@ class GrpcServer:
             )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
+        self.metrics_port: int | None = None
 
     def _set_health(self, status: int) -> None:
         for name in ("", *self.service_names):
@@ -140,7 +144,6 @@ class GrpcServer:
             "plaintext" if settings.tls is None else "mutual TLS" if settings.tls.mutual else "TLS",
             ", API keys" if settings.api_keys else "",
         )
-        metrics_port = None
         if self.registry is not None:
             try:
                 port = settings.metrics_port or 0
@@ -149,19 +152,32 @@ class GrpcServer:
                 )
             except OSError as exc:
                 refuse(f"cannot serve metrics on {host}:{settings.metrics_port}: {exc}")
-            metrics_port = self._metrics_server.server_port
+            self.metrics_port = self._metrics_server.server_port
             log.info(
                 "metrics at %s://%s:%d/metrics",
                 "http" if settings.tls is None else "https",
                 host,
-                metrics_port,
+                self.metrics_port,
             )
-        if settings.port_file is not None:
-            write_port_file(settings.port_file, settings.host, self.port, metrics_port)
+        self._announce(ready=False, strict=True)
         return self.port
+
+    def _announce(self, ready: bool, strict: bool = False) -> None:
+        """Write the port file (if asked for) saying whether health is SERVING. Only the first
+        write may fail the start; a later failure is logged (the old file stays whole)."""
+        if self.settings.port_file is None or not self.port:
+            return
+        path, host = self.settings.port_file, self.settings.host
+        try:
+            write_port_file(path, host, self.port, self.metrics_port, ready)
+        except OSError as exc:
+            if strict:
+                raise
+            log.warning("cannot update the port file %s: %s", path, exc)
 
     def set_serving(self) -> None:
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._announce(ready=True)
         log.info("SERVING %s", ", ".join(self.service_names))
 
     def install_signal_handlers(self) -> None:
@@ -186,6 +202,8 @@ class GrpcServer:
     def stop(self) -> None:
         grace = self.settings.grace_seconds
         self._health.enter_graceful_shutdown()
+        self.streams.callback_streams.end_all()  # health Watch: NOT_SERVING sent, then OK
+        self._announce(ready=False)
         log.info("draining in-flight calls (grace %.1f s)", grace)
         self._server.stop(grace).wait()
         if self._metrics_server is not None:
