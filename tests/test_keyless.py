@@ -217,3 +217,42 @@ def test_stream_and_watch_limits_must_leave_threads_for_unary_calls():
     [problem] = settings.problems()
     assert "--max-streams 4 + --max-health-watches 4 must be below --workers (8)" in problem
     assert ServerSettings(workers=8, max_streams=4, max_health_watches=3).problems() == []
+
+
+def test_health_check_answers_while_every_handler_thread_is_busy():
+    workers = 4
+    release, running = threading.Event(), threading.Semaphore(0)
+
+    def busy(request: bytes, context: grpc.ServicerContext) -> bytes:
+        running.release()
+        release.wait(120)
+        return b""
+
+    def register(server: grpc.Server) -> None:
+        methods = {"Wait": grpc.unary_unary_rpc_method_handler(busy)}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Busy", methods),)
+        )
+
+    settings = ServerSettings(workers=workers, max_streams=1, max_health_watches=1, grace_seconds=0)
+    server = GrpcServer(settings, {"test.Busy": register})
+    port = server.start()
+    server.set_serving()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        waiting = [
+            channel.unary_unary("/test.Busy/Wait").future(b"", timeout=120) for _ in range(8)
+        ]
+        for _ in range(workers):  # every handler thread is taken, 4 more calls queue
+            assert running.acquire(timeout=60)
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        assert check(health_pb2.HealthCheckRequest(), timeout=QUICK).status == SERVING
+        assert not any(call.done() for call in waiting)
+    finally:
+        release.set()
+        channel.close()
+        server.stop()

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from imagesim.channel import message_limits
 from imagesim.errors import ImagesimError
 from imagesim.security import KeyFile, KeyFileError
 from imagesim.serving.auth import ApiKeyInterceptor
+from imagesim.serving.handlers import Behavior, wrap_handler
 from imagesim.serving.metrics import (
     GrpcMetrics,
     MetricsHttpServer,
@@ -42,6 +44,36 @@ from imagesim.serving.tls import server_credentials
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.Server], None]
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_CHECK_THREADS = 2
+
+
+class HealthCheckThreads(grpc.ServerInterceptor):
+    """Health Check runs on threads of its own: a probe is answered at once while every
+    handler thread is busy with slow calls (it waited in their queue: 15 s behind 70 slow
+    calls in one run), and a flood of keyless Checks never takes a handler thread. Calls
+    beyond --max-concurrent-rpcs are still refused, Checks too."""
+
+    def __init__(self, threads: int = HEALTH_CHECK_THREADS) -> None:
+        self.pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc-health")
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method != HEALTH_CHECK:
+            return handler
+        return wrap_handler(handler, self._on_pool)
+
+    def _on_pool(self, behavior: Behavior, _requests: bool, _responses: bool) -> Behavior:
+        def check(request: Any, context: grpc.ServicerContext) -> Any:
+            return behavior(request, context)
+
+        check.experimental_thread_pool = self.pool  # type: ignore[attr-defined]  # grpc reads it
+        return check
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
 
 
 class GrpcServer:
@@ -72,12 +104,14 @@ class GrpcServer:
                 self.keys = KeyFile(settings.api_keys)
             except KeyFileError as exc:
                 refuse(str(exc))
-        interceptors: list[grpc.ServerInterceptor] = []
+        self._health_checks = HealthCheckThreads()
+        # First: it only picks the thread pool of the call the others wrap.
+        interceptors: list[grpc.ServerInterceptor] = [self._health_checks]
         self.registry = None
         self._metrics_server: MetricsHttpServer | None = None
         if settings.metrics_port is not None:
             self.registry = new_registry()
-            interceptors.append(GrpcMetrics(self.registry))  # outermost: counts refusals too
+            interceptors.append(GrpcMetrics(self.registry))  # before the rest: counts refusals
             limits = settings.stream_limits
             self.registry.register(
                 StreamGauges(lambda: self.streams.active, limits.max_streams, limits.idle_timeout)
@@ -206,6 +240,7 @@ class GrpcServer:
         self._announce(ready=False)
         log.info("draining in-flight calls (grace %.1f s)", grace)
         self._server.stop(grace).wait()
+        self._health_checks.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
