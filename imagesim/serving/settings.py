@@ -188,8 +188,8 @@ def server_parser(
     server.add(
         "--max-streams",
         DEFAULT_MAX_STREAMS,
-        f"streaming calls open at once, fewer than --workers (default {DEFAULT_MAX_STREAMS}); "
-        "more get RESOURCE_EXHAUSTED",
+        f"streaming calls open at once, health watches apart (default {DEFAULT_MAX_STREAMS}); "
+        "more get RESOURCE_EXHAUSTED; with --max-health-watches, fewer than --workers",
         type=int,
     )
     server.add(
@@ -204,7 +204,7 @@ def server_parser(
         DEFAULT_MAX_HEALTH_WATCHES,
         "health Watch streams open at once (default "
         f"{DEFAULT_MAX_HEALTH_WATCHES}); they need no key, so they have their own limit and "
-        "never take --max-streams slots; more get RESOURCE_EXHAUSTED (Check is not limited)",
+        "never take --max-streams slots; more get RESOURCE_EXHAUSTED (Check has no such limit)",
         type=int,
     )
     server.add(
