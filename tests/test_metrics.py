@@ -58,6 +58,8 @@ def scrape(port: int, key: str | None = None, ca: Path | None = None) -> Scrape:
 def metered_shard(start_shard) -> Iterator:
     shard = start_shard(DIMS, "--metrics-port", "0", "--auto-build", "50", "--trees", "5")
     announced = json.loads(shard.port_file.read_text())  # what launch.py read
+    # "ready" turns true just after health SERVING, which launch.py waited for
+    assert isinstance(announced.pop("ready"), bool)
     assert announced == {
         "host": "127.0.0.1",
         "port": int(shard.address.rsplit(":", 1)[1]),

@@ -26,18 +26,26 @@ def rpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler, wrap: Wrap, deserialize: bool = True
+    handler: grpc.RpcMethodHandler,
+    wrap: Wrap,
+    deserialize: bool = True,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler:
     """The same kind of handler with its behaviour replaced by `wrap(behaviour, ...)`.
 
     deserialize=False hands the behaviour raw request bytes (a call about to be refused
-    should not cost the server a parse of a large message)."""
+    should not cost the server a parse of a large message); `request_deserializer` replaces
+    the handler's own."""
     streams = (handler.request_streaming, handler.response_streaming)
     factory, attribute = _FACTORIES[streams]
     behavior = getattr(handler, attribute)
+    if not deserialize:
+        request_deserializer = None
+    elif request_deserializer is None:
+        request_deserializer = handler.request_deserializer
     return factory(
         wrap(behavior, *streams),
-        request_deserializer=handler.request_deserializer if deserialize else None,
+        request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )
 

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from imagesim.channel import message_limits
 from imagesim.errors import ImagesimError
 from imagesim.security import KeyFile, KeyFileError
 from imagesim.serving.auth import ApiKeyInterceptor
+from imagesim.serving.handlers import Behavior, wrap_handler
 from imagesim.serving.metrics import (
     GrpcMetrics,
     MetricsHttpServer,
@@ -33,6 +35,7 @@ from imagesim.serving.metrics import (
     new_registry,
     start_metrics_server,
 )
+from imagesim.serving.parsing import RequestParsing
 from imagesim.serving.portfile import write_port_file
 from imagesim.serving.settings import ServerSettings, refuse
 from imagesim.serving.streams import StreamGuard
@@ -41,6 +44,36 @@ from imagesim.serving.tls import server_credentials
 log = logging.getLogger(__name__)
 
 Registrar = Callable[[grpc.Server], None]
+
+
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_CHECK_THREADS = 2
+
+
+class HealthCheckThreads(grpc.ServerInterceptor):
+    """Health Check runs on threads of its own: a probe is answered at once while every
+    handler thread is busy with slow calls (it waited in their queue: 15 s behind 70 slow
+    calls in one run), and a flood of keyless Checks never takes a handler thread. Calls
+    beyond --max-concurrent-rpcs are still refused, Checks too."""
+
+    def __init__(self, threads: int = HEALTH_CHECK_THREADS) -> None:
+        self.pool = futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc-health")
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method != HEALTH_CHECK:
+            return handler
+        return wrap_handler(handler, self._on_pool)
+
+    def _on_pool(self, behavior: Behavior, _requests: bool, _responses: bool) -> Behavior:
+        def check(request: Any, context: grpc.ServicerContext) -> Any:
+            return behavior(request, context)
+
+        check.experimental_thread_pool = self.pool  # type: ignore[attr-defined]  # grpc reads it
+        return check
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
 
 
 class GrpcServer:
@@ -71,12 +104,14 @@ class GrpcServer:
                 self.keys = KeyFile(settings.api_keys)
             except KeyFileError as exc:
                 refuse(str(exc))
-        interceptors: list[grpc.ServerInterceptor] = []
+        self._health_checks = HealthCheckThreads()
+        # First: it only picks the thread pool of the call the others wrap.
+        interceptors: list[grpc.ServerInterceptor] = [self._health_checks]
         self.registry = None
         self._metrics_server: MetricsHttpServer | None = None
         if settings.metrics_port is not None:
             self.registry = new_registry()
-            interceptors.append(GrpcMetrics(self.registry))  # outermost: counts refusals too
+            interceptors.append(GrpcMetrics(self.registry))  # before the rest: counts refusals
             limits = settings.stream_limits
             self.registry.register(
                 StreamGauges(lambda: self.streams.active, limits.max_streams, limits.idle_timeout)
@@ -85,7 +120,9 @@ class GrpcServer:
                 self.registry.register(collector)
         if self.keys is not None:
             interceptors.append(ApiKeyInterceptor(self.keys))
-        # After authentication: a refused caller never takes a stream slot.
+        # After authentication: a refused caller's request is never parsed and never takes a
+        # stream slot; a malformed request takes no slot either.
+        interceptors.append(RequestParsing())
         interceptors.append(self.streams)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -109,6 +146,7 @@ class GrpcServer:
             )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
+        self.metrics_port: int | None = None
 
     def _set_health(self, status: int) -> None:
         for name in ("", *self.service_names):
@@ -140,7 +178,6 @@ class GrpcServer:
             "plaintext" if settings.tls is None else "mutual TLS" if settings.tls.mutual else "TLS",
             ", API keys" if settings.api_keys else "",
         )
-        metrics_port = None
         if self.registry is not None:
             try:
                 port = settings.metrics_port or 0
@@ -149,19 +186,32 @@ class GrpcServer:
                 )
             except OSError as exc:
                 refuse(f"cannot serve metrics on {host}:{settings.metrics_port}: {exc}")
-            metrics_port = self._metrics_server.server_port
+            self.metrics_port = self._metrics_server.server_port
             log.info(
                 "metrics at %s://%s:%d/metrics",
                 "http" if settings.tls is None else "https",
                 host,
-                metrics_port,
+                self.metrics_port,
             )
-        if settings.port_file is not None:
-            write_port_file(settings.port_file, settings.host, self.port, metrics_port)
+        self._announce(ready=False, strict=True)
         return self.port
+
+    def _announce(self, ready: bool, strict: bool = False) -> None:
+        """Write the port file (if asked for) saying whether health is SERVING. Only the first
+        write may fail the start; a later failure is logged (the old file stays whole)."""
+        if self.settings.port_file is None or not self.port:
+            return
+        path, host = self.settings.port_file, self.settings.host
+        try:
+            write_port_file(path, host, self.port, self.metrics_port, ready)
+        except OSError as exc:
+            if strict:
+                raise
+            log.warning("cannot update the port file %s: %s", path, exc)
 
     def set_serving(self) -> None:
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._announce(ready=True)
         log.info("SERVING %s", ", ".join(self.service_names))
 
     def install_signal_handlers(self) -> None:
@@ -186,8 +236,11 @@ class GrpcServer:
     def stop(self) -> None:
         grace = self.settings.grace_seconds
         self._health.enter_graceful_shutdown()
+        self.streams.callback_streams.end_all()  # health Watch: NOT_SERVING sent, then OK
+        self._announce(ready=False)
         log.info("draining in-flight calls (grace %.1f s)", grace)
         self._server.stop(grace).wait()
+        self._health_checks.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

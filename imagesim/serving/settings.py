@@ -17,6 +17,11 @@ from imagesim.security import TlsFiles, check_exposure
 DEFAULT_WORKERS = 16
 DEFAULT_MAX_STREAMS = 4  # of DEFAULT_WORKERS handler threads: the rest stay for unary calls
 DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
+# Health Watch streams are open to callers without a key (load balancers), so they get their
+# own small pool and never the --max-streams slots of authenticated work; each holds a handler
+# thread while open, and is ended (OK: the client watches again) after its lifetime.
+DEFAULT_MAX_HEALTH_WATCHES = 2
+DEFAULT_HEALTH_WATCH_LIFETIME = 300.0  # seconds
 # A client connection is closed (GOAWAY) after about this long, so clients balanced over
 # replicas reconnect and re-resolve: a new or restarted replica gets its share within minutes.
 DEFAULT_MAX_CONNECTION_AGE = 300.0  # seconds; gRPC adds +-10% jitter
@@ -29,6 +34,9 @@ class StreamLimits:
     max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once
     idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # s without a client message; 0 = none
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest message either way
+    # Streams callers may open without a key (health Watch): their own pool and lifetime.
+    max_health_watches: int = DEFAULT_MAX_HEALTH_WATCHES
+    health_watch_lifetime: float = DEFAULT_HEALTH_WATCH_LIFETIME  # s; 0 = none
 
     def to_proto(self) -> Any:
         """imagesim.v1.StreamLimits, as Info and Stats report it."""
@@ -53,6 +61,8 @@ class ServerSettings:
     grace_seconds: float = 10.0  # how long in-flight calls may finish on shutdown
     max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls at once (< workers)
     stream_idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # 0 = streams may idle forever
+    max_health_watches: int = DEFAULT_MAX_HEALTH_WATCHES  # health Watch streams at once
+    health_watch_lifetime: float = DEFAULT_HEALTH_WATCH_LIFETIME  # s a Watch lasts; 0 = forever
     # Calls running or queued for a thread at once; beyond it calls fail fast with
     # RESOURCE_EXHAUSTED instead of queueing until their deadline. 0 = 4 x workers.
     max_concurrent_rpcs: int = 0
@@ -60,7 +70,8 @@ class ServerSettings:
     api_keys: Path | None = None  # `ROLE KEY` file; None: no key needed
     insecure: bool = False  # allow a non-loopback bind without TLS and authentication
     reflection: bool = True
-    port_file: Path | None = None  # JSON {"host", "port", "pid", "metrics_port"} after binding
+    # JSON {"host", "port", "pid", "metrics_port", "ready"} after binding; ready once SERVING
+    port_file: Path | None = None
     metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
     # Close each client connection after this many seconds (0 = never); calls in flight then
     # have `max_connection_age_grace` seconds to finish (0 = as long as they take: a bulk
@@ -86,7 +97,13 @@ class ServerSettings:
 
     @property
     def stream_limits(self) -> StreamLimits:
-        return StreamLimits(self.max_streams, self.stream_idle_timeout, self.max_message_bytes)
+        return StreamLimits(
+            self.max_streams,
+            self.stream_idle_timeout,
+            self.max_message_bytes,
+            self.max_health_watches,
+            self.health_watch_lifetime,
+        )
 
     @property
     def concurrent_rpcs(self) -> int:
@@ -99,6 +116,13 @@ class ServerSettings:
             problems.append(
                 f"--max-streams {self.max_streams} must be between 1 and --workers - 1 "
                 f"({self.workers - 1}): unary calls and health checks need threads of their own"
+            )
+        elif not 0 <= self.max_health_watches < self.workers - self.max_streams:
+            problems.append(
+                f"--max-streams {self.max_streams} + --max-health-watches "
+                f"{self.max_health_watches} must be below --workers ({self.workers}): each open "
+                "stream holds a handler thread, and unary calls and health checks need threads "
+                "of their own"
             )
         if self.concurrent_rpcs < self.workers:
             problems.append("--max-concurrent-rpcs must be at least --workers")
@@ -164,8 +188,8 @@ def server_parser(
     server.add(
         "--max-streams",
         DEFAULT_MAX_STREAMS,
-        f"streaming calls open at once, fewer than --workers (default {DEFAULT_MAX_STREAMS}); "
-        "more get RESOURCE_EXHAUSTED",
+        f"streaming calls open at once, health watches apart (default {DEFAULT_MAX_STREAMS}); "
+        "more get RESOURCE_EXHAUSTED; with --max-health-watches, fewer than --workers",
         type=int,
     )
     server.add(
@@ -173,6 +197,21 @@ def server_parser(
         DEFAULT_STREAM_IDLE_TIMEOUT,
         "end a stream whose client sends nothing for this many seconds (default "
         f"{DEFAULT_STREAM_IDLE_TIMEOUT:g}; 0 = never)",
+        type=float,
+    )
+    server.add(
+        "--max-health-watches",
+        DEFAULT_MAX_HEALTH_WATCHES,
+        "health Watch streams open at once (default "
+        f"{DEFAULT_MAX_HEALTH_WATCHES}); they need no key, so they have their own limit and "
+        "never take --max-streams slots; more get RESOURCE_EXHAUSTED (Check has no such limit)",
+        type=int,
+    )
+    server.add(
+        "--health-watch-lifetime",
+        DEFAULT_HEALTH_WATCH_LIFETIME,
+        "end a health Watch stream after this many seconds with OK; clients watch again "
+        f"(default {DEFAULT_HEALTH_WATCH_LIFETIME:g}; 0 = never)",
         type=float,
     )
     server.add(
@@ -185,8 +224,10 @@ def server_parser(
     server.add(
         "--port-file",
         None,
-        'after binding, write {"host", "port", "pid", "metrics_port"} as JSON here '
-        "(atomically): how programs learn a port chosen with --port 0",
+        'after binding, write {"host", "port", "pid", "metrics_port", "ready"} as JSON here '
+        "(atomically): how programs learn a port chosen with --port 0. It is written before "
+        "the model or shard is loaded with ready false, and again with ready true once health "
+        "is SERVING (false again on shutdown)",
         type=Path,
     )
     server.add(
@@ -276,6 +317,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         grace_seconds=args.grace,
         max_streams=args.max_streams,
         stream_idle_timeout=args.stream_idle_timeout,
+        max_health_watches=args.max_health_watches,
+        health_watch_lifetime=args.health_watch_lifetime,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         tls=tls_files(args),
         api_keys=args.api_keys,

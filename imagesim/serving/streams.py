@@ -13,6 +13,13 @@ threads and even the health check times out. So:
   of time; the server cancelled a call its client left silent (and clients report
   DEADLINE_EXCEEDED as "the server did not answer in time", which would blame the wrong side).
 
+- streams a caller may open without a key (the health Watch: load balancers need no key)
+  have a pool of their own, `max_health_watches` (default 2), refused beyond it the same way,
+  and never take the `max_streams` slots: keyless callers cannot deny streams to callers with
+  a key. Each held Watch takes a handler thread, so the settings keep max_streams +
+  max_health_watches below the thread count. A Watch ends with OK after
+  `health_watch_lifetime` seconds (the client watches again), so none is held forever.
+
 - a response stream whose client stops reading (a response handed to gRPC is still not sent
   after `idle_timeout` seconds: flow control has stopped it) is cancelled by a watchdog
   thread. The client gets a plain CANCELLED: it is not reading anyway.
@@ -26,16 +33,18 @@ call from its own thread with the rich status.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from imagesim.errors import Reason
+from imagesim.security import OPEN, required_role
 from imagesim.serving.errors import abort, rich_status
 from imagesim.serving.handlers import Behavior, wrap_handler
 from imagesim.serving.settings import StreamLimits
@@ -140,63 +149,139 @@ class SendWatchdog:
                 context.cancel()
 
 
-class StreamGuard(grpc.ServerInterceptor):
-    """Applies StreamLimits to every streaming method of a server (services need no code)."""
+class StreamPool:
+    """At most `limit` streams at once; one more is refused at once with RESOURCE_EXHAUSTED,
+    reason TOO_MANY_STREAMS, metadata {"limit": N}."""
 
-    def __init__(self, limits: StreamLimits) -> None:
-        self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_streams)
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what  # "streams", "health watches": for the refusal's message
+        self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
         self._active = 0
         self._lock = threading.Lock()
-        self._watchdog = SendWatchdog(limits.idle_timeout) if limits.idle_timeout > 0 else None
 
     @property
     def active(self) -> int:
-        """Streaming calls running now."""
         return self._active
 
-    def _acquire(self, context: grpc.ServicerContext) -> None:
-        if not self._slots.acquire(blocking=False):
-            limit = self.limits.max_streams
+    def acquire(self, context: grpc.ServicerContext) -> None:
+        if self._slots is None or not self._slots.acquire(blocking=False):
             abort(
                 context,
                 rich_status(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many streams: this server runs at most {limit} at once; retry later",
+                    f"too many {self.what}: this server runs at most {self.limit} at once; "
+                    "retry later",
                     Reason.TOO_MANY_STREAMS,
-                    {"limit": str(limit)},
+                    {"limit": str(self.limit)},
                 ),
             )
         with self._lock:
             self._active += 1
 
-    def _release(self) -> None:
+    def release(self) -> None:
         with self._lock:
             self._active -= 1
+        assert self._slots is not None
         self._slots.release()
+
+
+class CallbackStreams:
+    """Non-blocking response streams (gRPC's `experimental_non_blocking` behaviours, called
+    with a send callback, None ending the stream: the health Watch) run as generators in the
+    handler thread, so the wrappers here apply to them. The callback only queues: a client that
+    does not read never blocks the health status setter."""
+
+    def __init__(self) -> None:
+        self._open: set[queue.Queue[Any]] = set()
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def run(
+        self,
+        behavior: Callable[..., Any],
+        request: Any,
+        context: grpc.ServicerContext,
+        lifetime: float,
+    ) -> Iterator[Any]:
+        """The stream's responses; it ends with OK after `lifetime` seconds (0: never), the
+        client then watches again, or at once after `end_all`."""
+        responses: queue.Queue[Any] = queue.Queue()
+        with self._lock:
+            self._open.add(responses)
+            if self._ended:
+                responses.put(None)  # still sends the current status first
+        try:
+            behavior(request, context, responses.put)
+            deadline = time.monotonic() + lifetime if lifetime > 0 else None
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    response = responses.get(timeout=timeout)
+                except queue.Empty:
+                    return
+                if response is None:
+                    return
+                yield response
+        finally:
+            with self._lock:
+                self._open.discard(responses)
+
+    def end_all(self) -> None:
+        """End every such stream once it has sent what is queued, and any opened later (on
+        shutdown, after health NOT_SERVING: a Watch must not hold the server for its grace)."""
+        with self._lock:
+            self._ended = True
+            for responses in self._open:
+                responses.put(None)
+
+
+class StreamGuard(grpc.ServerInterceptor):
+    """Applies StreamLimits to every streaming method of a server (services need no code).
+
+    Streams a caller may open without a key (health Watch, see imagesim.security.roles) have
+    their own small pool and lifetime: they never take the slots of authenticated work."""
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self.limits = limits
+        self.streams = StreamPool(limits.max_streams, "streams")
+        self.open_streams = StreamPool(limits.max_health_watches, "health watches")
+        self._watchdog = SendWatchdog(limits.idle_timeout) if limits.idle_timeout > 0 else None
+        self.callback_streams = CallbackStreams()
+
+    @property
+    def active(self) -> int:
+        """Streaming calls running now in the --max-streams slots (health watches apart)."""
+        return self.streams.active
 
     def _requests(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
         if self.limits.idle_timeout > 0:
             return IdleTimeoutRequests(requests, context, self.limits.idle_timeout)
         return requests
 
-    def _wrap(self, behavior: Behavior, requests: bool, responses: bool) -> Behavior:
+    def _wrap(
+        self, pool: StreamPool, lifetime: float, behavior: Behavior, requests: bool, responses: bool
+    ) -> Behavior:
         def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
-            self._acquire(context)
+            pool.acquire(context)
             guarded = self._requests(request, context)
             try:
                 return behavior(guarded, context)
             finally:
                 if isinstance(guarded, IdleTimeoutRequests):
                     guarded.close()
-                self._release()
+                pool.release()
 
         def streaming_response(request: Any, context: grpc.ServicerContext) -> Any:
-            self._acquire(context)
+            pool.acquire(context)
             guarded = self._requests(request, context) if requests else request
             watchdog, call = self._watchdog, object()
             try:
-                for response in behavior(guarded, context):
+                if getattr(behavior, "experimental_non_blocking", False):
+                    stream = self.callback_streams.run(behavior, guarded, context, lifetime)
+                else:
+                    stream = behavior(guarded, context)
+                for response in stream:
                     if watchdog is not None:
                         watchdog.handed(call, context)
                     yield response
@@ -207,7 +292,7 @@ class StreamGuard(grpc.ServerInterceptor):
                     watchdog.sent(call)
                 if isinstance(guarded, IdleTimeoutRequests):
                     guarded.close()
-                self._release()
+                pool.release()
 
         return streaming_response if responses else unary_response
 
@@ -215,4 +300,8 @@ class StreamGuard(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or not (handler.request_streaming or handler.response_streaming):
             return handler
-        return wrap_handler(handler, self._wrap)
+        if required_role(handler_call_details.method) == OPEN:
+            pool, lifetime = self.open_streams, self.limits.health_watch_lifetime
+        else:
+            pool, lifetime = self.streams, 0.0
+        return wrap_handler(handler, functools.partial(self._wrap, pool, lifetime))
