@@ -110,7 +110,7 @@ class Collection:
             try:
                 results.append(future.result())
             except grpc.RpcError as exc:
-                results.append(rpc_error(exc, shard.address, shard.what))
+                results.append(rpc_error(exc, shard.address, shard.what, shard))
         return results
 
     def _all(
