@@ -143,23 +143,23 @@ def test_a_wrong_address_says_which_service_it_serves(embedder_server, start_sha
     assert "Method not found" not in as_shard.stderr + as_embedder.stderr
 
 
-def test_a_write_key_indexes_and_leaves_the_build_to_the_shards(start_shard, pki, tmp_path):
+@pytest.fixture
+def secure_dump(start_shard, pki, tmp_path):
+    """A shard with TLS and API keys, a 20-vector dump, and the CLI's flags to reach it."""
     shard = start_shard(DIMS, *pki.server_args(), security=pki.security())
-    rng = np.random.default_rng(0)
+    vectors = np.random.default_rng(0).random((20, DIMS), np.float32)
     dump = tmp_path / "v.npz"
-    VectorDump([f"k{i}" for i in range(20)], rng.random((20, DIMS), np.float32), "", "full").save(
-        dump
-    )
-    tls = ["--shards", shard.address, "--tls-ca", str(pki.ca)]
-    fresh = imagesim(
-        "index", "--from-dump", str(dump), *tls, "--api-key", pki.keys["write"], check=False
-    )
-    assert fresh.returncode == 1  # a new collection's layout is recorded with an admin key
-    assert "layout is recorded once, by its first write with an admin key" in fresh.stderr
+    VectorDump([f"k{i}" for i in range(20)], vectors, "", "full").save(dump)
+    flags = ["--from-dump", str(dump), "--shards", shard.address, "--tls-ca", str(pki.ca)]
+    return shard, flags
+
+
+def test_a_write_key_indexes_and_leaves_the_build_to_the_shards(secure_dump, pki):
+    shard, flags = secure_dump
     with Collection([shard.address], security=pki.security("admin")) as admin:
         admin.record_layout()  # the first write, as an admin's first `imagesim index` does
     for _ in range(2):  # the second run adds nothing new
-        result = imagesim("index", "--from-dump", str(dump), *tls, "--api-key", pki.keys["write"])
+        result = imagesim("index", *flags, "--api-key", pki.keys["write"])
         assert "indexed 20 of 20 images" in result.stdout
         assert (
             "not built (Build needs the 'admin' role; this key has 'write'): the items are "
@@ -168,11 +168,21 @@ def test_a_write_key_indexes_and_leaves_the_build_to_the_shards(start_shard, pki
     with IndexClient(shard.address, security=pki.security("read")) as reader:
         stats = reader.stats()
         assert stats.count == 20 and stats.staged == 20 and stats.generation == 0
-        assert [n.key for n in reader.search(rng.random(DIMS), timeout=30)[0]]  # searchable
-    built = imagesim("index", "--from-dump", str(dump), *tls, "--api-key", pki.keys["admin"])
+        assert len(reader.search(np.ones(DIMS), timeout=30)[0]) == 10  # searchable
+    built = imagesim("index", *flags, "--api-key", pki.keys["admin"])
     assert "not built" not in built.stdout
     with IndexClient(shard.address, security=pki.security("read")) as reader:
         assert reader.stats().generation == 1
+
+
+def test_a_write_key_cannot_start_a_collection_and_is_told_why(secure_dump, pki):
+    _, flags = secure_dump
+    fresh = imagesim("index", *flags, "--api-key", pki.keys["write"], check=False)
+    assert fresh.returncode == 1
+    assert fresh.stderr.endswith(
+        "SetLayout needs the 'admin' role; this key has 'write': a new collection's layout is "
+        "recorded once, by its first write with an admin key; later writes need only write\n"
+    )
 
 
 def ray_dump_without_weights(tmp_path: Path, weights: str, env: dict[str, str]):
