@@ -10,7 +10,6 @@ reported and skipped. Only a server that cannot be reached (or a deadline) ends 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import time
 from collections import deque
@@ -20,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.client.index_client import ItemToAdd
+from imagesim.client.pictures import image_header
 from imagesim.client.rpc import Deadline
 from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
-from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
+from imagesim.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 DNS_STREAMS = 2  # bulk streams over a dns:/// embedder name (its replica count is unknown)
@@ -56,6 +55,9 @@ class BulkReport:
     seconds: float = 0.0
     resent: int = 0  # images sent again after their stream broke (none lost)
     streams_broken: int = 0  # embed streams that broke on a transient failure and were replaced
+    # Why the final Build was not run ("" when it ran or was not asked for): the key lacks the
+    # admin role Build needs; the shards build in the background instead.
+    build_skipped: str = ""
 
     @property
     def rate(self) -> float:
@@ -80,14 +82,13 @@ def image_metadata(data: bytes, mtime: float) -> dict[str, str]:
     if not data:
         raise ValueError("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from None
+        header = image_header(data)
+    except InvalidArgument as exc:  # its message says what the data is, never a Python repr
+        raise ValueError(f"not a readable image: {exc.message}") from None
     return {
         "file_size": str(len(data)),
-        "width": str(width),
-        "height": str(height),
+        "width": str(header.width),
+        "height": str(header.height),
         "mtime": str(int(mtime)),
     }
 
@@ -265,7 +266,9 @@ def add_vectors(
     chunk_size: int = 128,
     build: bool = True,
 ) -> BulkReport:
-    """Add (key, vector, metadata) triples to the collection, then build every shard."""
+    """Add (key, vector, metadata) triples to the collection, then build every shard (if the
+    key may: without the admin role the build is left to the shards, `report.build_skipped`
+    says why)."""
     started = time.monotonic()
     collection.record_layout()
     writer = ShardWriter(collection, report, chunk_size)
@@ -273,7 +276,14 @@ def add_vectors(
         writer.add(ItemToAdd(key, vector, metadata))
     writer.flush()
     if build:
-        collection.build()
+        try:
+            collection.build()
+        except PermissionDenied as exc:
+            # Adding needs `write`, Build `admin`: a write key's items are added and staged
+            # (searched exactly), and each shard builds them in the background.
+            if exc.reason != Reason.ROLE_REQUIRED:
+                raise
+            report.build_skipped = exc.message
     report.seconds += time.monotonic() - started
     return report
 

@@ -40,10 +40,11 @@ from imagesim.client.picture_commands import (
 from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
 from imagesim.client.security_flags import add_security_flags, security_from_args
-from imagesim.enums import Space
+from imagesim.enums import Space, parse_enum
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
 from imagesim.v1 import embedder_pb2
+from imagesim.version import add_version_flag
 
 DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
 DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
@@ -60,10 +61,28 @@ def _pair(value: str) -> tuple[str, str]:
     return name, text
 
 
+def _space(value: str) -> Space:
+    try:
+        return Space(parse_enum(Space, value, "the space"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _directory(value: str) -> Path:
+    """A folder argument: one that is not a directory is a usage error (exit 2)."""
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a directory" if path.exists() else f"no such directory: {value}"
+        )
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagesim", description="Image similarity search: index a folder, query an image."
     )
+    add_version_flag(parser)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--shards",
@@ -89,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embedding.add_argument(
         "--space",
-        type=Space,
-        choices=list(Space),
+        type=_space,
+        choices=[space.value for space in Space],  # shown as {full,reduced}
         default=Space.FULL,
         help="vector space: full (2048-d) or reduced (needs a reducer)",
     )
@@ -151,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed every image under DIR and add it to the shards",
     )
     index.add_argument(
-        "folder", type=Path, metavar="DIR", nargs="?", help="folder of images (or give --from-dump)"
+        "folder",
+        type=_directory,
+        metavar="DIR",
+        nargs="?",
+        help="folder of images (or give --from-dump)",
     )
     index.add_argument(
         "--from-dump",
@@ -211,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed a folder once into a vector dump (.npz or .parquet); a re-run embeds only "
         "the files not in it yet",
     )
-    dump.add_argument("folder", type=Path, metavar="DIR")
+    dump.add_argument("folder", type=_directory, metavar="DIR")
     dump.add_argument(
         "--out",
         type=Path,
@@ -342,8 +365,8 @@ def search_params(args: argparse.Namespace) -> SearchParams:
 def cmd_index(args: argparse.Namespace) -> int:
     if args.from_dump is not None:
         return index_dump(args)
-    if args.folder is None or not args.folder.is_dir():
-        raise ImagesimError(f"{args.folder} is not a directory (or give --from-dump)")
+    if args.folder is None:
+        raise UsageError("give a folder of images (DIR) or --from-dump FILE")
     paths = list_images(args.folder)
     if not paths:
         raise ImagesimError(f"no image files under {args.folder}")
@@ -434,11 +457,15 @@ def print_report(report: BulkReport, done: str, total: int, failures: Path | Non
         f"{done} {report.done} of {total} images in {report.seconds:.1f} s "
         f"({report.rate:.1f} img/s); {len(report.failed)} skipped{shards}"
     )
+    if report.build_skipped:
+        print(
+            f"not built ({report.build_skipped}): the items are searchable now (staged, searched "
+            "exactly); each shard builds them in the background once enough are staged "
+            "(imagesim-index --auto-build), or an admin key runs `imagesim build`"
+        )
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    if not args.folder.is_dir():
-        raise ImagesimError(f"{args.folder} is not a directory")
     if args.engine == "ray":
         return ray_dump_command(args)
     parquet = is_parquet(args.out)
@@ -469,7 +496,7 @@ RAY_EXTRA_HINT = "--engine ray needs Ray Data and pyarrow: pip install 'imagesim
 def ray_dump_command(args: argparse.Namespace) -> int:
     """`dump --engine ray`: Ray is imported only here (the extra may not be installed)."""
     if not is_parquet(args.out):
-        raise InvalidArgument("the Ray engine writes Parquet: give --out NAME.parquet")
+        raise UsageError("the Ray engine writes Parquet: give --out NAME.parquet")
     try:
         from imagesim.client import ray_dump
         from imagesim.embedder_server.batch_inference import ModelSpec
@@ -724,17 +751,37 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+class UsageError(Exception):
+    """The command line is wrong in a way argparse cannot see: `imagesim CMD: error: ...`,
+    exit code 2, as argparse reports its own usage errors."""
+
+
+# Exit code when the reader of stdout went away (`imagesim duplicates --json | head`): what a
+# shell reports for a program killed by SIGPIPE (128 + 13), as `cat` or `yes` would give.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     set_default_security(security_from_args(args))
     try:
-        sys.exit(COMMANDS[args.command](args))
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # output piped to a closed reader fails here, not at exit
+    except BrokenPipeError:
+        # Nothing more can be written: no traceback, and no second error when Python
+        # flushes stdout at exit (it would write to the closed pipe again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
+    except UsageError as exc:
+        print(f"imagesim {args.command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     except ImagesimError as exc:
         print(f"imagesim: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("imagesim: interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from imagesim.errors import (
     ImagesimError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Reason,
     Unavailable,
 )
@@ -110,7 +111,7 @@ class Collection:
             try:
                 results.append(future.result())
             except grpc.RpcError as exc:
-                results.append(rpc_error(exc, shard.address, shard.what))
+                results.append(rpc_error(exc, shard.address, shard.what, shard))
         return results
 
     def _all(
@@ -221,7 +222,16 @@ class Collection:
         for shard in self.shards:
             # Aborted: another client recorded one first; connect() checks that it matches.
             with contextlib.suppress(Aborted):
-                shard.set_layout(new, expected_version=0)
+                try:
+                    shard.set_layout(new, expected_version=0)
+                except PermissionDenied as exc:
+                    raise PermissionDenied(
+                        f"{exc.message}: a new collection's layout is recorded once, by its "
+                        "first write with an admin key; later writes need only write",
+                        reason=exc.reason,
+                        metadata=exc.metadata,
+                        address=exc.address,
+                    ) from None
         return self.connect()
 
     @staticmethod

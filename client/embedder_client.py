@@ -92,6 +92,7 @@ class EmbedderClient(ServiceClient):
     channel (HOST:PORT,HOST:PORT,... or dns:///NAME:PORT; see imagesim.channel.parse_target)."""
 
     what = "the embedder"
+    service = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
     stub_type = embedder_pb2_grpc.EmbedderStub
 
     @property

@@ -130,6 +130,7 @@ def neighbors(result: index_pb2.SearchResult, shard: str) -> list[Neighbor]:
 
 class IndexClient(ServiceClient):
     what = "index shard"
+    service = index_pb2.DESCRIPTOR.services_by_name["Index"].full_name
     stub_type = index_pb2_grpc.IndexStub
 
     def add(
@@ -183,7 +184,7 @@ class IndexClient(ServiceClient):
         pages = self.stub.Scan(request, timeout=timeout or self.timeout)
         try:
             while True:
-                page = call(self.address, self.what, lambda: next(pages, None))
+                page = call(self.address, self.what, lambda: next(pages, None), self)
                 if page is None:
                     return
                 yield [Item.from_proto(item) for item in page.items]

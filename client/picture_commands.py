@@ -199,11 +199,16 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         print(
             f"{len(report.groups)} groups of near-duplicates ({report.duplicated_items} images) "
             f"within {report.max_distance:g} among {report.items} items, {report.seconds:.1f} s"
+            + (
+                "; closest: each image's distance to its nearest other member"
+                if report.groups
+                else ""
+            )
         )
         for number, group in enumerate(report.groups, 1):
             print(f"group {number}: {group.size} images")
             for key, closest in zip(group.keys, group.closest, strict=True):
-                print(f"  {closest:8.4f}  {key}")
+                print(f"  closest {closest:.4f}  {key}")
     if args.sheet_dir is not None:
         for number in range(1, min(len(report.groups), args.max_sheets) + 1):
             image = group_sheet(report, number, args.images_root)

@@ -89,7 +89,13 @@ def image_header(data: bytes) -> Header:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return Header(image.width, image.height, decoded_bytes(image))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,  # some of Pillow's format plugins say "not this format" so
+    ) as exc:
         raise _undecodable(exc) from None
 
 
@@ -99,7 +105,7 @@ def _undecodable(exc: Exception) -> InvalidArgument:
             f"the image has far too many pixels: {exc}", reason=Reason.IMAGE_TOO_MANY_PIXELS
         )
     if isinstance(exc, UnidentifiedImageError):
-        why = "the file is not in an image format this service reads (JPEG, PNG, GIF, WebP, ...)"
+        why = "the file is not in an image format imagesim reads (JPEG, PNG, GIF, WebP, ...)"
     else:  # truncated or damaged data: Pillow's words say where
         why = f"the image data cannot be decoded: {str(exc)[:200]}"
     return InvalidArgument(why, reason=Reason.IMAGE_UNDECODABLE)

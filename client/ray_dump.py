@@ -33,6 +33,7 @@ from imagesim import reserved
 from imagesim.client.bulk import BulkReport, image_metadata, list_images, path_key
 from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
 from imagesim.embedder_server.batch_inference import BatchModel, ModelSpec, decode_batch
+from imagesim.embedder_server.model import WeightsSource
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, Unavailable
 
@@ -160,6 +161,21 @@ def _header(batch: dict[str, Any], space: Space) -> DumpHeader:
     return DumpHeader(fingerprint, space.value, runtime, precision, batch["vector"].shape[1])
 
 
+def check_weights(model: ModelSpec, local: bool) -> None:
+    """Fail here, before Ray starts, when the actors could not get their weights: a missing
+    weights file, or (local Ray) ImageNet weights that cannot be downloaded. Otherwise every
+    actor fails on its own and Ray prints each one's traceback before the error.
+
+    On a local Ray the ImageNet weights are fetched here once, into the cache the actors
+    read; a cluster's nodes fetch their own, so only a given file is checked there (it must
+    be at the same path on every node, like DIR)."""
+    source = WeightsSource(model.weights)
+    if local:
+        source.file()  # WeightsUnavailable says how to fix it
+    else:
+        source.local_file()
+
+
 def ray_dump(
     folder: Path,
     out: Path,
@@ -192,6 +208,7 @@ def ray_dump(
         if key not in writer.known:
             todo[os.path.join(root, os.path.relpath(path, folder_text))] = key
     if todo:
+        check_weights(model, local=settings.address is None)
         if settings.address is None and model.model_cache is None:
             # the actors of a local Ray share this process's IR cache
             from imagesim.embedder_server.runtimes.select import default_model_cache

@@ -4,4 +4,13 @@ Packages: `imagesim.v1` (generated stubs), `imagesim.serving` (what both servers
 `imagesim.embedder_server`, `imagesim.index_server`, `imagesim.client`.
 """
 
-__version__ = "0.1.0"
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """`imagesim.__version__`: the installed distribution's, read when first asked for."""
+    if name == "__version__":
+        from imagesim.version import package_version
+
+        return package_version()
+    raise AttributeError(f"module 'imagesim' has no attribute {name!r}")

@@ -11,6 +11,7 @@ from imagesim.channel import MiB
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
 from imagesim.security import TlsFiles, check_exposure, is_loopback
 from imagesim.serving.settings import EnvFlags, add_security_flags, refuse, tls_files
+from imagesim.version import add_version_flag
 
 PROG = "imagesim-web"
 ENV_PREFIX = "IMAGESIM_WEB_"
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Web page and HTTP/JSON API over an imagesim Embedder and Index shards: "
         "search by image, more like this, near-duplicate groups, thumbnails.",
     )
+    add_version_flag(parser)
     services = EnvFlags(parser.add_argument_group("services"), ENV_PREFIX)
     services.add("--embedder", "127.0.0.1:50051", "Embedder HOST:PORT (default 127.0.0.1:50051)")
     services.add(

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES, MiB
 from imagesim.security import TlsFiles, check_exposure
+from imagesim.version import add_version_flag
 
 DEFAULT_WORKERS = 16
 DEFAULT_MAX_STREAMS = 4  # of DEFAULT_WORKERS handler threads: the rest stay for unary calls
@@ -166,6 +167,7 @@ def server_parser(
 ) -> tuple[argparse.ArgumentParser, EnvFlags]:
     """A parser with the flags every server takes; returns it and a helper for more flags."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_version_flag(parser)
     server = EnvFlags(parser.add_argument_group("server"), env_prefix)
     server.add(
         "--host", "127.0.0.1", "address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"
