@@ -47,7 +47,7 @@ demo: protos
 web: protos
 	$(BIN)/python -m examples.demo --weights $(WEIGHTS) --web --port $(WEB_PORT)
 
-# The pictures in docs/ (README): a contact sheet and the web page, made by the code itself.
+# The pictures in docs/ (README and docs/*.md): a contact sheet and the web page, made by the code itself.
 docs-images: protos browser
 	$(BIN)/python -m examples.docs_images
 

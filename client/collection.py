@@ -398,7 +398,7 @@ class Collection:
         """Refuse vectors of another model than the one that made the collection's vectors
         (FailedPrecondition, SPACE_MISMATCH: they are not comparable); return warnings when
         this runtime/precision differs from some already there (comparable within the
-        agreement the README states). Reads what connect() read."""
+        agreement docs/performance.md states). Reads what connect() read."""
         self.layout  # noqa: B018 - connects once
         made = reserved.model_tags(fingerprint, runtime, precision)
         model = made.get(reserved.MODEL)
@@ -417,7 +417,7 @@ class Collection:
         return [
             f"note: the collection also holds vectors made on {', '.join(others)}; these "
             f"come from {mine} (same model: they agree to within the top-10 agreement the "
-            "README's performance table gives)"
+            "benchmark in docs/performance.md gives)"
         ]
 
     def check_dims(self, dims: int) -> None:

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The capacity model: what 1M, 10M and 100M images cost, on paper, from measured figures.
 
-    python deploy/capacity.py                   # the tables in README.md (Scaling out)
+    python deploy/capacity.py                   # the tables in docs/scaling.md (Capacity model)
     python deploy/capacity.py --host-gib 128 --shard-pod-gib 28
 
-Every input below names its source: FACTS.md (the project's measured facts), README's
-Performance section, or deploy/measured/*.json (written by
-deploy/measure_shard.py: a real shard process, 100 trees, built from fully staged items).
-tests/test_capacity.py checks that README.md holds exactly this script's output, so the README
-numbers are never typed by hand.
+Every input below names its source: docs/performance.md (the project's measurements, each with
+its machine, date and method; its section "What the capacity model uses" lists these inputs), or
+deploy/measured/*.json (written by deploy/measure_shard.py: a real shard process, 100 trees,
+built from fully staged items). tests/test_capacity.py checks that docs/scaling.md holds exactly
+this script's output, so those numbers are never typed by hand.
 
 Model, per collection size and index layout:
 - embedding cost = images / (images per second per core) / 3600 core-hours;
@@ -48,12 +48,12 @@ class Runtime:
     source: str
 
 
-# Embedding, all on the Intel Xeon with AMX of README Performance (2 vCPU, shared, noisy).
+# Embedding, all on the Intel Xeon with AMX of docs/performance.md (2 vCPU, shared, noisy).
 # Served = raw model + the serving path (decode, resize, gRPC, Python) on the same cores. The
 # path's CPU per image comes from one measured round: OpenVINO bf16 raw 148 img/s, served
-# `dump` 113 img/s on 2 cores (README Performance, note 1): 2/113 - 2/148 s per image.
+# `dump` 113 img/s on 2 cores (docs/performance.md, note 1): 2/113 - 2/148 s per image.
 SERVING_SECONDS = 2 / 113 - 2 / 148
-DECODE_SECONDS = 0.00205  # README Performance note 1: decode 0.85 + resize ~1.0 + mode ~0.2 ms
+DECODE_SECONDS = 0.00205  # docs/performance.md note 1: decode 0.85 + resize ~1.0 + mode ~0.2 ms
 
 
 def served_per_core(raw_images_per_second_2_cores: float) -> float:
@@ -64,39 +64,40 @@ RUNTIMES = (
     Runtime(
         "OpenVINO bf16 (AMX / AVX512-BF16)",
         113 / 2,
-        "README Performance: served `imagesim dump`, OpenVINO bf16, 113 img/s on 2 cores "
+        "docs/performance.md: served `imagesim dump`, OpenVINO bf16, 113 img/s on 2 cores "
         "(quietest round)",
     ),
     Runtime(
         "OpenVINO float32 (other x86-64)",
         served_per_core(26.1),
-        "derived: README Performance raw OpenVINO f32 batch 32 26.1 img/s on 2 cores + the "
+        "derived: docs/performance.md raw OpenVINO f32 batch 32 26.1 img/s on 2 cores + the "
         f"serving path's {SERVING_SECONDS * 1000:.1f} ms of CPU per image measured for bf16",
     ),
     Runtime(
         "TensorFlow float32",
         served_per_core(18.5),
-        "derived: README Performance raw TensorFlow f32 batch 32 18.5 img/s on 2 cores + the "
+        "derived: docs/performance.md raw TensorFlow f32 batch 32 18.5 img/s on 2 cores + the "
         "same serving path",
     ),
 )
-# GPU: an ESTIMATE, not a measurement: InceptionV3 costs 11.4 GFLOP per image (FACTS.md); a
+# GPU: an ESTIMATE, not a measurement: InceptionV3 costs 11.4 GFLOP per image (counted, see
+# docs/performance.md); a
 # T4-class GPU peaks at 65 TFLOP/s in fp16; assume 25% of peak is reached. Decode stays on CPU.
 GPU_FLOP_PER_IMAGE = 11.4e9
 GPU_PEAK_FLOPS = 65e12
 GPU_UTILISATION = 0.25
 
 # Query path, p50, calibrated on the measured end-to-end query: image -> top-10 over 2 shards
-# of 12.5k x 2048, OpenVINO bf16: 20.5 ms (README Performance; model ~10.5 ms, decode and
+# of 12.5k x 2048, OpenVINO bf16: 20.5 ms (docs/performance.md; model ~10.5 ms, decode and
 # resize ~2 ms, Embed round trip ~1.5 ms, 2-shard search ~3-4 ms, client work). Other shapes
 # change the search part (deploy/measured, same shard size as the reference: 2.72 ms) and pay
 # one more client call per extra shard.
 QUERY_2_SHARDS_MS = 20.5
 QUERY_REFERENCE = (2, 12_500)  # shards, items per shard of that measurement
-CALL_OVERHEAD_MS = 0.29  # FACTS.md: gRPC unary round trip on loopback, empty message
+CALL_OVERHEAD_MS = 0.29  # docs/performance.md: gRPC unary round trip on loopback, empty message
 # What the cheaper layouts cost in neighbours (untrained weights: re-measure with yours).
-PCA_256_RECALL = 0.807  # README Reduced space: exact recall@10 of PCA 256 vs the full space
-PROJECTED_RECALL = 0.959  # README Performance before 0c6f457: 3,000 untrained real-photo vectors
+PCA_256_RECALL = 0.807  # docs/performance.md Reduced space: exact recall@10 of PCA 256 vs full
+PROJECTED_RECALL = 0.959  # docs/performance.md: 3,000 untrained real-photo vectors, 2026-11-25
 
 
 @dataclass(frozen=True)
@@ -363,17 +364,18 @@ def sources(hosts: Hosts) -> list[str]:
         )
     lines += [
         f"- Query p50: the measured {QUERY_2_SHARDS_MS} ms of an image -> top-10 over 2 shards "
-        "of 12,500 items (README Performance, OpenVINO bf16 on 2 shared cores), with that "
+        "of 12,500 items (docs/performance.md, OpenVINO bf16 on 2 shared cores), with that "
         "shard size's search replaced by the layout's at the plan's shard size, plus "
-        f"{CALL_OVERHEAD_MS} ms per shard beyond 2 (FACTS.md loopback round trip; one client "
-        "process issues every call). Network latency between hosts is not included.",
+        f"{CALL_OVERHEAD_MS} ms per shard beyond 2 (docs/performance.md: loopback round trip; "
+        "one client process issues every call). Network latency between hosts is not included.",
     ]
     lines += [f"- {r.name}: {r.source}." for r in RUNTIMES]
     lines.append(
         f"- GPU: an estimate, not a measurement: {GPU_FLOP_PER_IMAGE / 1e9:.1f} GFLOP per "
-        f"image (FACTS.md) on a {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s (fp16, T4-class) GPU at "
+        f"image (counted: docs/performance.md) on a {GPU_PEAK_FLOPS / 1e12:.0f} TFLOP/s "
+        "(fp16, T4-class) GPU at "
         f"{GPU_UTILISATION:.0%} of peak; JPEG decode and resize ({DECODE_SECONDS * 1000:.2f} ms "
-        "per image, README Performance) stay on CPU cores."
+        "per image, docs/performance.md) stay on CPU cores."
     )
     return lines
 

@@ -1,16 +1,121 @@
 """imagesim: image similarity search as gRPC services.
 
-Packages: `imagesim.v1` (generated stubs), `imagesim.serving` (what both servers share),
-`imagesim.embedder_server`, `imagesim.index_server`, `imagesim.client`.
+The Python API a user needs is importable from here::
+
+    from imagesim import Collection, EmbedderClient, SearchParams, index_paths, list_images
+
+Every name of `__all__` is imported on first use (module `__getattr__`), so `import imagesim`
+stays cheap: the servers import this package too, and the client install has no TensorFlow or
+Annoy. Packages: `imagesim.v1` (generated stubs), `imagesim.serving` (what both servers share),
+`imagesim.embedder_server`, `imagesim.index_server`, `imagesim.client`, `imagesim.web`.
 """
 
-from typing import Any
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imagesim.channel import ChannelSecurity
+    from imagesim.client.bulk import BulkReport, index_paths, list_images
+    from imagesim.client.collection import Collection, SearchResult
+    from imagesim.client.embedder_client import EmbedderClient
+    from imagesim.client.index_client import IndexClient, Item, ItemToAdd, Neighbor
+    from imagesim.enums import Metric, Space
+    from imagesim.errors import (
+        Aborted,
+        Cancelled,
+        DeadlineExceeded,
+        FailedPrecondition,
+        ImagesimError,
+        Internal,
+        InvalidArgument,
+        NotFound,
+        PermissionDenied,
+        Reason,
+        ResourceExhausted,
+        Unauthenticated,
+        Unavailable,
+    )
+    from imagesim.params import SearchParams
+
+# name -> the module defining it (imported when the name is first used)
+_EXPORTS: dict[str, str] = {
+    # clients: the collection (every shard), the embedder, one shard
+    "Collection": "imagesim.client.collection",
+    "SearchResult": "imagesim.client.collection",
+    "EmbedderClient": "imagesim.client.embedder_client",
+    "IndexClient": "imagesim.client.index_client",
+    "Neighbor": "imagesim.client.index_client",
+    "Item": "imagesim.client.index_client",
+    "ItemToAdd": "imagesim.client.index_client",
+    "SearchParams": "imagesim.params",
+    "ChannelSecurity": "imagesim.channel",
+    "Space": "imagesim.enums",
+    "Metric": "imagesim.enums",
+    # bulk work over a folder
+    "index_paths": "imagesim.client.bulk",
+    "list_images": "imagesim.client.bulk",
+    "BulkReport": "imagesim.client.bulk",
+    # errors: every failed call raises an ImagesimError subclass carrying a Reason
+    "ImagesimError": "imagesim.errors",
+    "Reason": "imagesim.errors",
+    "InvalidArgument": "imagesim.errors",
+    "NotFound": "imagesim.errors",
+    "FailedPrecondition": "imagesim.errors",
+    "Aborted": "imagesim.errors",
+    "ResourceExhausted": "imagesim.errors",
+    "Unavailable": "imagesim.errors",
+    "DeadlineExceeded": "imagesim.errors",
+    "Internal": "imagesim.errors",
+    "Cancelled": "imagesim.errors",
+    "Unauthenticated": "imagesim.errors",
+    "PermissionDenied": "imagesim.errors",
+}
+
+__all__ = [
+    "Aborted",
+    "BulkReport",
+    "Cancelled",
+    "ChannelSecurity",
+    "Collection",
+    "DeadlineExceeded",
+    "EmbedderClient",
+    "FailedPrecondition",
+    "ImagesimError",
+    "IndexClient",
+    "Internal",
+    "InvalidArgument",
+    "Item",
+    "ItemToAdd",
+    "Metric",
+    "Neighbor",
+    "NotFound",
+    "PermissionDenied",
+    "Reason",
+    "ResourceExhausted",
+    "SearchParams",
+    "SearchResult",
+    "Space",
+    "Unauthenticated",
+    "Unavailable",
+    "index_paths",
+    "list_images",
+]
 
 
 def __getattr__(name: str) -> Any:
-    """`imagesim.__version__`: the installed distribution's, read when first asked for."""
-    if name == "__version__":
+    if name == "__version__":  # the installed distribution's, read when first asked for
         from imagesim.version import package_version
 
         return package_version()
-    raise AttributeError(f"module 'imagesim' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imagesim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,8 +1,8 @@
 """What one request may ask of a shard, and the checks that enforce it.
 
-Every limit is configurable (imagesim-index flags), reported by Stats, documented in the README,
-and enforced before any work is done: over a limit is INVALID_ARGUMENT with the limit named in
-the message and in ErrorInfo metadata ("limit").
+Every limit is configurable (imagesim-index flags), reported by Stats, documented in
+docs/operations.md, and enforced before any work is done: over a limit is INVALID_ARGUMENT with the
+limit named in the message and in ErrorInfo metadata ("limit").
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The capacity model (deploy/capacity.py): README's tables are its output, the Kubernetes
-resources are sized by it, its measured inputs agree with FACTS.md and can be measured again."""
+"""The capacity model (deploy/capacity.py): the tables of docs/scaling.md are its output, the
+Kubernetes resources are sized by it, its measured inputs agree with the measurements in
+docs/performance.md and can be measured again."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import yaml
 
 from tests.deploy_support import DEPLOY, ROOT, load_deploy_module
 
+SCALING = ROOT / "docs" / "scaling.md"  # the capacity model's section and the sizing paragraph
+
 capacity = load_deploy_module("capacity.py")
 BEGIN, END = "<!-- capacity: begin (python deploy/capacity.py) -->", "<!-- capacity: end -->"
 QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
@@ -24,10 +27,10 @@ def quantity(text: str) -> int:
     return int(number) * QUANTITY.get(unit or "", 1)
 
 
-def test_the_readme_holds_the_scripts_output():
-    readme = (ROOT / "README.md").read_text()
-    assert readme.count(BEGIN) == 1 and readme.count(END) == 1
-    block = readme.split(BEGIN)[1].split(END)[0]
+def test_the_docs_hold_the_scripts_output():
+    doc = SCALING.read_text()
+    assert doc.count(BEGIN) == 1 and doc.count(END) == 1
+    block = doc.split(BEGIN)[1].split(END)[0]
     assert block.strip() == capacity.report(capacity.Hosts()).strip()
 
 
@@ -44,13 +47,14 @@ def test_the_shard_pods_are_sized_by_the_model():
     assert costs.build_peak(items) <= capacity.POD_USABLE * limit
     volume = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     assert costs.disk(items) <= quantity(volume)
-    # the figures quoted by hand beside the manifest and in the README's sizing paragraph
+    # the figures quoted by hand beside the manifest and in the docs' sizing paragraph
     peak = f"{costs.build_peak_intercept / capacity.MiB:.0f} MiB + {costs.build_peak_per_item:,.0f}"
     assert (
         f"build peak {peak} B per item" in (DEPLOY / "k8s/base/index-statefulset.yaml").read_text()
     )
-    assert f"{peak} bytes per 2048-d item" in " ".join((ROOT / "README.md").read_text().split())
-    assert f"pods hold {items:,} items each" in " ".join((ROOT / "README.md").read_text().split())
+    sizing = " ".join(SCALING.read_text().split())
+    assert f"{peak} bytes per 2048-d item" in sizing
+    assert f"pods hold {items:,} items each" in sizing
 
 
 def test_the_embedder_pod_holds_the_model_and_the_decode_budget():
@@ -59,14 +63,15 @@ def test_the_embedder_pod_holds_the_model_and_the_decode_budget():
     budget_mpx = float(
         next(a for a in container["args"] if a.startswith("--decode-budget-mpx=")).split("=")[1]
     )
-    # README (Running the servers): the decode path peaks at ~8 bytes a pixel; README
-    # Performance: OpenVINO bf16 from the cached IR, RSS 505-516 MB after serving.
+    # docs/operations.md (Running the servers): the decode path peaks at ~8 bytes a pixel;
+    # docs/performance.md: OpenVINO bf16 from the cached IR, RSS 505-516 MB after serving.
     need = budget_mpx * 1e6 * 8 + 516e6
     assert need <= 0.9 * quantity(container["resources"]["limits"]["memory"])
 
 
 def test_measured_index_sizes_agree_with_facts():
-    # FACTS.md, Annoy at 25,000 vectors: 2048-d files 208-236 MB, 256-d 29-63 MB (10-100 trees)
+    # docs/performance.md (What the capacity model uses), Annoy at 25,000 vectors: 2048-d files
+    # 208-236 MB, 256-d 29-63 MB (10-100 trees)
     full, _, reduced = (capacity.ShardCosts.of(layout) for layout in capacity.LAYOUTS)
     assert 208e6 <= 25_000 * full.page_cache_per_item <= 236e6
     assert 29e6 <= 25_000 * reduced.page_cache_per_item <= 63e6

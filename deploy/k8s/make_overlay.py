@@ -7,7 +7,7 @@ matching shard list for clients (one address per StatefulSet pod, ordinals 0..N-
 
 The shard list and the StatefulSet's replicas must agree: a client given fewer shards than the
 collection has misses items, and a shard it does not list is never searched. Going from one N
-to another moves items between shards: run `imagesim reshard` (README, Scaling out).
+to another moves items between shards: run `imagesim reshard` (docs/scaling.md).
 """
 
 from __future__ import annotations
