@@ -27,7 +27,9 @@ from imagesim.client.bulk import (
     list_images,
     write_failures,
 )
+from imagesim.client.cli_args import directory, enum_type, pair, shards, values
 from imagesim.client.collection import Collection, SearchResult
+from imagesim.client.curate_commands import CURATE_COMMANDS, add_curate_commands
 from imagesim.client.dump import VectorDump, dump_folder
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.client.picture_commands import (
@@ -40,7 +42,7 @@ from imagesim.client.picture_commands import (
 from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
 from imagesim.client.security_flags import add_security_flags, security_from_args
-from imagesim.enums import Space, parse_enum
+from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
 from imagesim.v1 import embedder_pb2
@@ -48,34 +50,6 @@ from imagesim.version import add_version_flag
 
 DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
 DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
-
-
-def _shards(value: str) -> list[str]:
-    return [s.strip() for s in value.split(",") if s.strip()]
-
-
-def _pair(value: str) -> tuple[str, str]:
-    name, sep, text = value.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {value!r}")
-    return name, text
-
-
-def _space(value: str) -> Space:
-    try:
-        return Space(parse_enum(Space, value, "the space"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _directory(value: str) -> Path:
-    """A folder argument: one that is not a directory is a usage error (exit 2)."""
-    path = Path(value)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a directory" if path.exists() else f"no such directory: {value}"
-        )
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--shards",
-        type=_shards,
-        default=_shards(DEFAULT_SHARDS),
+        type=shards,
+        default=shards(DEFAULT_SHARDS),
         help="Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection in any "
         f"order (env IMAGESIM_SHARDS, default {DEFAULT_SHARDS})",
     )
@@ -108,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embedding.add_argument(
         "--space",
-        type=_space,
-        choices=[space.value for space in Space],  # shown as {full,reduced}
+        type=enum_type(Space, "the space"),
+        choices=values(Space),  # shown as {full,reduced}
         default=Space.FULL,
         help="vector space: full (2048-d) or reduced (needs a reducer)",
     )
@@ -146,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     searching.add_argument(
         "--where",
-        type=_pair,
+        type=pair,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -171,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "folder",
-        type=_directory,
+        type=directory,
         metavar="DIR",
         nargs="?",
         help="folder of images (or give --from-dump)",
@@ -185,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--meta",
-        type=_pair,
+        type=pair,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -234,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed a folder once into a vector dump (.npz or .parquet); a re-run embeds only "
         "the files not in it yet",
     )
-    dump.add_argument("folder", type=_directory, metavar="DIR")
+    dump.add_argument("folder", type=directory, metavar="DIR")
     dump.add_argument(
         "--out",
         type=Path,
@@ -343,10 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="move the collection from the --from shards to the --to shards without loss "
         "(resumable: run it again after an interruption)",
     )
-    reshard.add_argument("--from", dest="old", type=_shards, required=True, metavar="HOST:PORT,...")
-    reshard.add_argument("--to", dest="new", type=_shards, required=True, metavar="HOST:PORT,...")
+    reshard.add_argument("--from", dest="old", type=shards, required=True, metavar="HOST:PORT,...")
+    reshard.add_argument("--to", dest="new", type=shards, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per call")
     add_duplicates_command(commands, [common])
+    add_curate_commands(commands, common, [embedding, bulk])
     add_security_flags(parser)
     return parser
 
@@ -557,10 +532,10 @@ def cmd_reducer(args: argparse.Namespace) -> int:
         print(f"{args.out}: {reducer.description}; metrics {reducer.spec.metrics}")
         return 0
     reducers = {}
-    for directory in args.reducers:
-        reducer = Reducer.load(directory)
+    for folder in args.reducers:
+        reducer = Reducer.load(folder)
         reducer.check_compatible(dump.dims, dump.model_fingerprint)
-        reducers[f"{directory.name} ({reducer.spec.method})"] = reducer
+        reducers[f"{folder.name} ({reducer.spec.method})"] = reducer
     reports = evaluate(dump.keys, dump.vectors, reducers, args.k, args.queries, args.trees)
     queries = min(int(holdout_mask(dump.keys).sum()), args.queries)
     print(format_table(reports, args.k, queries))
@@ -748,6 +723,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "remove": cmd_remove,
     "reshard": cmd_reshard,
     "duplicates": cmd_duplicates,
+    **CURATE_COMMANDS,
 }
 
 

@@ -1,5 +1,5 @@
-"""The CLI's folder-keeping commands: `sync`, `apply`, `undo`, `outliers`, and the `--plan` of
-`duplicates` (the review plan it writes)."""
+"""The CLI's folder-keeping commands: `sync`, `apply`, `undo` and `outliers` (the review plan
+itself is written by `duplicates --plan`, in picture_commands)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from imagesim.client.cli_args import directory
 from imagesim.client.collection import Collection
-from imagesim.client.duplicates import DuplicateReport
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.images_root import ImagesRoot
 from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
 from imagesim.client.picture_commands import key_path, load_tile_picture, save
 from imagesim.client.pictures import Tile, contact_sheet
 from imagesim.client.quarantine import Outcome, apply_plan, undo
-from imagesim.client.review_plan import KeepRule, load_plan, make_plan, save_plan
+from imagesim.client.review_plan import load_plan
 from imagesim.client.sync import SyncPlan, apply_sync, plan_sync
-from imagesim.errors import FailedPrecondition, InvalidArgument
+from imagesim.errors import FailedPrecondition
 
 WATCH_DEBOUNCE_SECONDS = 2.0
-
-
-def add_plan_flags(duplicates: argparse.ArgumentParser) -> None:
-    duplicates.add_argument(
-        "--plan",
-        type=Path,
-        metavar="JSON",
-        help="also write a review plan: one keeper per group, the others marked to move "
-        "(edit it, then `imagesim apply`)",
-    )
-    duplicates.add_argument(
-        "--keep",
-        type=KeepRule,
-        choices=list(KeepRule),
-        default=KeepRule.LARGEST,
-        metavar="{" + ",".join(r.value for r in KeepRule) + "}",
-        help="which member of a group the plan keeps (default largest: most pixels)",
-    )
 
 
 def add_curate_commands(
@@ -55,7 +36,7 @@ def add_curate_commands(
         help="make the collection match a folder: add new files, re-embed changed ones, "
         "remove items whose files are gone",
     )
-    sync.add_argument("folder", type=Path)
+    sync.add_argument("folder", type=directory, metavar="DIR")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument(
         "--watch",
@@ -116,8 +97,6 @@ def add_curate_commands(
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    if not args.folder.is_dir():
-        raise InvalidArgument(f"{args.folder} is not a directory")
     with (
         EmbedderClient(args.embedder, args.timeout) as embedder,
         Collection(args.shards, args.timeout) as collection,
@@ -191,27 +170,9 @@ def watch(folder: Path, run: Callable[[], None], debounce: float = WATCH_DEBOUNC
 # ---- duplicates review ---------------------------------------------------------------------
 
 
-def write_plan(args: argparse.Namespace, collection: Collection, report: DuplicateReport) -> None:
-    """`duplicates --plan`: the review plan of this report."""
-    images = ImagesRoot(args.images_root or Path.cwd())
-    plan = make_plan(
-        report,
-        lambda key: collection.get(key).metadata,
-        collection.layout.shard_ids,
-        images,
-        args.keep,
-    )
-    save_plan(plan, args.plan)
-    moves = len(plan.moves())
-    print(
-        f"plan: {args.plan} ({len(plan.groups)} groups, {moves} files to move, "
-        f"keep {args.keep.value})",
-        file=sys.stderr if args.json else sys.stdout,
-    )
-
-
-def _print_outcome(outcome: Outcome, verb: str, dry_run: bool) -> None:
-    for line in outcome.lines(f"would {verb}" if dry_run else verb):
+def _print_outcome(outcome: Outcome, verb: tuple[str, str], dry_run: bool) -> None:
+    """`verb`: (present, past), e.g. ("move", "moved")."""
+    for line in outcome.lines(f"would {verb[0]}" if dry_run else verb[1]):
         print(line)
     if dry_run:
         print(
@@ -219,7 +180,7 @@ def _print_outcome(outcome: Outcome, verb: str, dry_run: bool) -> None:
         )
     else:
         print(
-            f"{verb} {len(outcome.done)} files, {len(outcome.skipped)} skipped, "
+            f"{verb[1]} {len(outcome.done)} files, {len(outcome.skipped)} skipped, "
             f"{outcome.items} items; manifest: {outcome.manifest}"
         )
 
@@ -229,14 +190,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     manifests = args.move_to if args.move_to is not None else args.plan.parent
     with Collection(args.shards, args.timeout) as collection:
         outcome = apply_plan(plan, collection, args.move_to, manifests, args.dry_run)
-    _print_outcome(outcome, "moved" if args.move_to is not None else "deleted", args.dry_run)
+    verb = ("move", "moved") if args.move_to is not None else ("delete", "deleted")
+    _print_outcome(outcome, verb, args.dry_run)
     return 0
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
         outcome = undo(args.manifest, collection, args.dry_run)
-    _print_outcome(outcome, "put back", args.dry_run)
+    _print_outcome(outcome, ("put back", "put back"), args.dry_run)
     return 0
 
 

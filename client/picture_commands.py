@@ -14,9 +14,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from imagesim.client.cli_args import enum_type, values
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE, DuplicateReport, find_duplicates
+from imagesim.client.images_root import ImagesRoot
 from imagesim.client.pictures import Tile, contact_sheet, picture
+from imagesim.client.review_plan import KeepRule, make_plan, save_plan
 from imagesim.errors import ImagesimError
 
 SHEET_TILE = 180
@@ -78,6 +81,24 @@ def add_duplicates_command(
         help="where relative keys' files are (default: the current directory)",
     )
     duplicates.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_plan_flags(duplicates)
+
+
+def add_plan_flags(duplicates: argparse.ArgumentParser) -> None:
+    duplicates.add_argument(
+        "--plan",
+        type=Path,
+        metavar="JSON",
+        help="also write a review plan: one keeper per group, the others marked to move "
+        "(edit it, then `imagesim apply`)",
+    )
+    duplicates.add_argument(
+        "--keep",
+        type=enum_type(KeepRule, "the keep rule"),
+        choices=values(KeepRule),
+        default=KeepRule.LARGEST,
+        help="which member of a group the plan keeps (default largest: most pixels)",
+    )
 
 
 def key_path(key: str, images_root: Path | None) -> Path:
@@ -181,6 +202,25 @@ def report_json(report: DuplicateReport) -> dict:
     }
 
 
+def write_plan(args: argparse.Namespace, collection: Collection, report: DuplicateReport) -> None:
+    """`duplicates --plan`: the review plan of this report."""
+    images = ImagesRoot(args.images_root or Path.cwd())
+    plan = make_plan(
+        report,
+        lambda key: collection.get(key).metadata,
+        collection.layout.shard_ids,
+        images,
+        args.keep,
+    )
+    save_plan(plan, args.plan)
+    moves = len(plan.moves())
+    print(
+        f"plan: {args.plan} ({len(plan.groups)} groups, {moves} files to move, "
+        f"keep {args.keep.value})",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+
+
 def cmd_duplicates(args: argparse.Namespace) -> int:
     def progress(done: int) -> None:
         if not args.quiet:
@@ -191,6 +231,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         report = find_duplicates(
             collection, args.max_distance, args.neighbours, timeout=args.timeout, progress=progress
         )
+        if args.plan is not None:
+            write_plan(args, collection, report)
     if not args.quiet and report.items:
         print(file=sys.stderr)
     if args.json:

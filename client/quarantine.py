@@ -8,7 +8,8 @@ file systems, a copy to a temporary name, fsync, rename, then unlink of the sour
 always whole in one of its two places. Whether an entry is done is read from the disk itself
 (source gone, destination there), so an apply or an undo interrupted at any point is finished by
 running it again with the same plan or manifest. Nothing is ever overwritten: a destination (or,
-on undo, a source) that is already taken is reported and left alone. A file whose size or mtime
+on undo, a source) that is already taken is reported and left alone, and a quarantine folder
+that overlaps the photos' folder (inside it, or holding it) is refused. A file whose size or mtime
 changed since the plan was made is not moved. Two applies or undos on the same quarantine folder
 at once: the second is refused (an OS lock, released even if the first is killed).
 """
@@ -91,12 +92,23 @@ def locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _check_target(folder: Path, images: ImagesRoot) -> None:
+def _check_target(folder: Path, images: ImagesRoot, plan: Plan) -> None:
+    """The quarantine must lie apart from the folder the plan's files are in: inside it, its
+    files would be synced or indexed again; above it, a file's destination could be its own
+    source."""
+    sources = []
+    for group in plan.groups:
+        for member in group.members:
+            try:
+                sources.append(os.path.dirname(images.path_of(member.key)))
+            except ImagesimError:
+                continue
+    photos = os.path.commonpath(sources) if sources else images.root
     real = os.path.realpath(folder)
-    if os.path.commonpath([images.root, real]) == images.root:
+    if os.path.commonpath([photos, real]) in (photos, real):
         raise InvalidArgument(
-            f"the quarantine folder {folder} lies inside the images root {images.root}: "
-            "its files would be indexed again; choose a folder outside it"
+            f"the quarantine folder {folder} overlaps the folder the photos are in ({photos}): "
+            "choose a folder outside it"
         )
 
 
@@ -195,7 +207,7 @@ def apply_plan(
             f"{', '.join(plan.shard_ids)}; these are {', '.join(layout.shard_ids)})"
         )
     if quarantine is not None:
-        _check_target(quarantine, images)
+        _check_target(quarantine, images, plan)
     manifest = manifest_path(manifest_dir, plan)
     if dry_run:
         outcome = _plan_entries(plan, images, quarantine)

@@ -18,7 +18,7 @@ from imagesim.client.collection import Collection
 from imagesim.client.dump import VectorDump
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.enums import Space
-from imagesim.testing.cli import run_cli as imagesim
+from tests.support.cli import run_cli as imagesim
 
 DIMS = 8
 

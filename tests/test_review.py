@@ -136,8 +136,9 @@ def test_changed_files_and_taken_destinations_are_skipped(collection, root, tmp_
 
 def test_bad_plans_and_places_are_refused(collection, root, tmp_path, start_shard):
     plan = make(collection, root)
-    with pytest.raises(InvalidArgument, match="inside the images root"):
-        apply_plan(plan, collection, root / "quarantine", tmp_path)
+    for overlapping in (root / "quarantine", root, root.parent):
+        with pytest.raises(InvalidArgument, match="overlaps the folder the photos are in"):
+            apply_plan(plan, collection, overlapping, tmp_path)
     data = plan.to_json()
     data["groups"][0]["members"][1]["action"] = "keep"
     with pytest.raises(InvalidArgument, match="exactly one member is kept"):

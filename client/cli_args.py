@@ -1,0 +1,52 @@
+"""Argument types the CLI's commands share: each turns a bad value into a usage error (exit 2)
+that says what was expected."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TypeVar
+
+from imagesim.enums import parse_enum
+
+E = TypeVar("E", bound=Enum)
+
+
+def shards(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def pair(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {value!r}")
+    return name, text
+
+
+def enum_type(cls: type[E], what: str) -> Callable[[str], E]:
+    """A closed set typed by its values (`full`, not `Space.FULL`); pair it with
+    `choices=values(cls)` so help shows `{full,reduced}`."""
+
+    def convert(value: str) -> E:
+        try:
+            return cls(parse_enum(cls, value, what))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def values(cls: type[Enum]) -> list[str]:
+    return [str(member.value) for member in cls]
+
+
+def directory(value: str) -> Path:
+    """A folder argument: one that is not a directory is a usage error (exit 2)."""
+    path = Path(value)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value} is not a directory" if path.exists() else f"no such directory: {value}"
+        )
+    return path
