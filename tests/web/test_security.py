@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
@@ -405,6 +406,27 @@ def test_a_keyless_server_does_no_work_for_other_sites(web, web_root, held_out_c
         # A link from another site still opens the pages.
         for page in ("/", "/duplicates"):
             assert http.get(page, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+def test_a_key_put_in_the_address_is_not_logged(secure_web, pki):
+    """The server never reads a key from the query string, but the access log would keep it:
+    only a caller whose key was accepted has its query string logged."""
+    secret = "secret-" + uuid.uuid4().hex
+    start = len(secure_web.log_text())
+    with client(secure_web, pki) as http:
+        assert http.get("/api/stats", params={"key": secret}).status_code == 401
+        cross = {"Sec-Fetch-Site": "cross-site"}
+        assert http.get("/api/stats", params={"key": secret}, headers=cross).status_code == 403
+        page = http.get("/", params={"api_key": secret})
+        assert page.status_code == 303 and secret in page.headers["location"]
+        assert http.get(page.headers["location"]).status_code == 200  # the sign-in page
+    with client(secure_web, pki, pki.keys["read"]) as http:
+        assert http.get("/api/stats", params={"k": "7"}).status_code == 200
+    text = secure_web.log_text()[start:]
+    assert secret not in text
+    assert '"GET /api/stats?... HTTP/1.1" 401' in text
+    assert '"GET /login?... HTTP/1.1" 200' in text
+    assert '"GET /api/stats?k=7 HTTP/1.1" 200' in text  # an accepted caller's: all of it
 
 
 # ---- TLS ----------------------------------------------------------------------------------
