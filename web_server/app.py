@@ -57,8 +57,11 @@ DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
 class SecurityHeaders:
-    """nosniff, no referrer, no framing on every answer; a strict CSP on everything but the
-    API docs (Swagger UI runs an inline script)."""
+    """nosniff, no referrer to other sites, no framing on every answer; a strict CSP on
+    everything but the API docs (Swagger UI runs an inline script).
+
+    Referrer-Policy is same-origin, not no-referrer: under no-referrer a browser sends
+    `Origin: null` with the page's own form posts, which imagesim.web.origin must refuse."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -69,7 +72,7 @@ class SecurityHeaders:
             return
         extra = [
             (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
+            (b"referrer-policy", b"same-origin"),
             (b"x-frame-options", b"DENY"),
         ]
         if scope["path"] not in DOCS_PATHS:

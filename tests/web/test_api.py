@@ -490,6 +490,8 @@ def test_hosts_headers_docs_and_pages(http, web):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["x-frame-options"] == "DENY"
+    # No address of this server reaches another site; its own posts carry a real Origin.
+    assert page.headers["referrer-policy"] == "same-origin"
     assert http.get("/duplicates").status_code == 200
     docs = http.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
