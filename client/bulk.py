@@ -24,7 +24,7 @@ from tqdm import tqdm
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.client.index_client import ItemToAdd
-from imagesim.client.pictures import image_header
+from imagesim.client.pictures import image_size
 from imagesim.client.rpc import Deadline
 from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
@@ -82,13 +82,13 @@ def image_metadata(data: bytes, mtime: float) -> dict[str, str]:
     if not data:
         raise ValueError("empty file")
     try:
-        header = image_header(data)
+        width, height = image_size(data)
     except InvalidArgument as exc:  # its message says what the data is, never a Python repr
         raise ValueError(f"not a readable image: {exc.message}") from None
     return {
         "file_size": str(len(data)),
-        "width": str(header.width),
-        "height": str(header.height),
+        "width": str(width),
+        "height": str(height),
         "mtime": str(int(mtime)),
     }
 
