@@ -15,7 +15,12 @@ from imagesim.client.cli_args import directory
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
-from imagesim.client.picture_commands import key_path, load_tile_picture, save
+from imagesim.client.picture_commands import (
+    add_images_root_flag,
+    key_path,
+    load_tile_picture,
+    save,
+)
 from imagesim.client.pictures import Tile, contact_sheet
 from imagesim.client.quarantine import Outcome, apply_plan, undo
 from imagesim.client.review_plan import load_plan
@@ -85,12 +90,7 @@ def add_curate_commands(
     )
     outliers.add_argument("--json", action="store_true", help="print JSON")
     outliers.add_argument("--sheet", type=Path, metavar="PNG", help="also draw them")
-    outliers.add_argument(
-        "--images-root",
-        type=Path,
-        metavar="DIR",
-        help="where relative keys' files are (default: the current directory)",
-    )
+    add_images_root_flag(outliers)
 
 
 # ---- sync ----------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ and refuses to mix vectors of another model.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from imagesim.atomic import write_atomic
 from imagesim.client.bulk import BulkReport, embed_files, list_images
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.enums import Space
@@ -54,8 +54,6 @@ class VectorDump:
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash never leaves a half-written dump in place."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         arrays = {
             "keys": np.array(self.keys, dtype=np.str_),
             "vectors": self.vectors.astype(np.float32, copy=False),
@@ -64,11 +62,7 @@ class VectorDump:
         }
         if self.metadata is not None:
             arrays["metadata"] = np.array([json.dumps(m) for m in self.metadata], dtype=np.str_)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(Path(path), lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def dump_folder(

@@ -35,6 +35,7 @@ except ImportError as exc:  # the client base install has no pyarrow
         "Parquet dumps need pyarrow: pip install 'imagesim[parquet]' (or 'imagesim[ray]')"
     ) from exc
 
+from imagesim.atomic import fsync_dir
 from imagesim.errors import FailedPrecondition, Reason
 
 FORMAT = "1"
@@ -199,19 +200,11 @@ class _Writer:
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ParquetDumpWriter:

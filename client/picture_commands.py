@@ -27,6 +27,15 @@ SHEET_COLUMNS = 6
 MAX_TILES_PER_GROUP_SHEET = 36
 
 
+def add_images_root_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--images-root",
+        type=Path,
+        metavar="DIR",
+        help="where relative keys' files are (default: the current directory)",
+    )
+
+
 def sheet_options() -> argparse.ArgumentParser:
     """Flags shared by `query` and `similar`."""
     options = argparse.ArgumentParser(add_help=False)
@@ -37,12 +46,7 @@ def sheet_options() -> argparse.ArgumentParser:
         help="also write a contact sheet: the query, then each result with rank and distance "
         "(several query images: PNG-1, PNG-2, ...)",
     )
-    options.add_argument(
-        "--images-root",
-        type=Path,
-        metavar="DIR",
-        help="where relative keys' files are (default: the current directory)",
-    )
+    add_images_root_flag(options)
     return options
 
 
@@ -74,12 +78,7 @@ def add_duplicates_command(
     duplicates.add_argument(
         "--max-sheets", type=int, default=50, help="sheets for at most this many groups (50)"
     )
-    duplicates.add_argument(
-        "--images-root",
-        type=Path,
-        metavar="DIR",
-        help="where relative keys' files are (default: the current directory)",
-    )
+    add_images_root_flag(duplicates)
     duplicates.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_plan_flags(duplicates)
 

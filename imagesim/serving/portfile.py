@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from imagesim.atomic import write_text_atomic
 
 
 def write_port_file(
@@ -27,16 +28,7 @@ def write_port_file(
         record["metrics_port"] = metrics_port
     if ready is not None:
         record["ready"] = ready
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(record))
 
 
 def read_port_file(path: Path) -> dict[str, Any] | None:
