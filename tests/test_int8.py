@@ -178,3 +178,30 @@ def test_the_mapped_ir_weights_leave_memory_after_the_first_inference(
         assert np.array_equal(runtime(batch)[0], first[0])  # same vectors afterwards
     # a new batch size reads back a few small constants (4 MB of float32's 83 MB), no more
     assert resident() < Path(weights).stat().st_size / 10
+
+
+@pytest.mark.slow
+def test_the_ray_engine_dumps_int8_vectors(calibration, model_cache, photos, tmp_path_factory):
+    """`dump --engine ray --precision int8 --calibration DIR`: the actors load the cached INT8
+    IR; the dump says int8 and holds the int8 runtime's vectors."""
+    from imagesim.client.parquet_dump import read_header, read_rows
+    from imagesim.embedder_server.preprocess import ImageLimits, load_rgb
+
+    root = tmp_path_factory.mktemp("ray-int8")
+    folder = root / "photos"
+    folder.mkdir()
+    for name in ("coffee", "horse"):
+        shutil.copy(photos / "real" / f"{name}.jpg", folder)
+    out = root / "v.parquet"
+    imagesim(
+        *("dump", str(folder), "--engine", "ray", "--out", str(out), "--quiet"),
+        *("--weights", "none", "--runtime", "openvino", "--precision", "int8"),
+        *("--calibration", str(calibration), "--model-cache", str(model_cache)),
+        env={"RAY_TMPDIR": str(tmp_path_factory.mktemp("ray"))},
+    )
+    header = read_header(out)
+    assert (header.runtime, header.precision) == ("openvino", "int8")
+    runtime = load_runtime("none", "openvino", "int8", model_cache, calibration)
+    for key, vector, _ in read_rows(out):
+        pixels = load_rgb(Path(key).read_bytes(), (299, 299), ImageLimits())
+        assert np.allclose(vector, runtime(pixels[None])[0], atol=1e-5), key
