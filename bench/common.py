@@ -3,18 +3,23 @@ runtime/precision configurations, server start-up and memory probes."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from imagesim.embedder_server.preprocess import ImageLimits, load_rgb
+from imagesim.embedder_server.runtimes.base import ModelRuntime
+from imagesim.embedder_server.runtimes.ir_cache import MANIFEST
+from imagesim.enums import Precision
+from imagesim.samples import write_photo_crops
 from tests.support.launch import ServerProcess, start_embedder
-from tests.support.samples import write_photo_crops
 
 INPUT = (299, 299)
 
@@ -66,7 +71,7 @@ class Config:
     """One runtime at one precision."""
 
     runtime: str  # "openvino" | "tensorflow"
-    precision: str  # "float32" | "bfloat16"
+    precision: str  # "float32" | "bfloat16" | "int8"
 
     @property
     def label(self) -> str:
@@ -91,6 +96,17 @@ class Workload:
         self.paths = paths
         self.jpegs = [p.read_bytes() for p in paths]
         self.pixels = np.stack([load_rgb(d, INPUT, ImageLimits()) for d in self.jpegs])
+
+
+def quantization_record(runtime: ModelRuntime) -> dict[str, Any] | None:
+    """How an int8 runtime's IR was quantized (seconds, photos, NNCF version: its cache
+    manifest), None for a float runtime."""
+    if runtime.info.precision is not Precision.INT8:
+        return None
+    prefix = "IR cached at "
+    [where] = [n.split(prefix, 1)[1] for n in runtime.info.notes if prefix in n]
+    manifest = json.loads((Path(where) / MANIFEST).read_text())
+    return {"config": "openvino/int8", **manifest["quantized"]}
 
 
 def rss_mb(pid: int) -> float:

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from imagesim.samples import write_photo_crops
 from tests.support.launch import start_embedder
-from tests.support.samples import write_photo_crops
 
 
 def imagesim(*args: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.agreement import AgreementResult
-from bench.common import Machine
+from bench.common import Machine, median_ratio
 from bench.duplicates import DuplicatesResult
 from bench.duplicates import describe as describe_duplicates
 from bench.embed import RawResult, ServedResult
@@ -31,6 +32,7 @@ class BenchResults:
     index: list[IndexResult] = field(default_factory=list)
     fan_out: FanOutResult | None = None
     index_rss_mb: float | None = None
+    quantization: list[dict[str, Any]] = field(default_factory=list)  # int8: how, how long
     duplicates: DuplicatesResult | None = None
     ray: list[RayResult] = field(default_factory=list)
 
@@ -42,8 +44,15 @@ class BenchResults:
 def table(results: BenchResults) -> str:
     lines = [f"machine: {results.machine.describe()}, Python {results.machine.python}", ""]
     reference = results.raw.get("tensorflow/float32")
+    ov_f32 = results.raw.get("openvino/float32")
     for label, raw in results.raw.items():
         vs = f" ({raw.bs32_img_s / reference.bs32_img_s:.2f}x TF f32)" if reference else ""
+        if ov_f32 and label != ov_f32.config:
+            # rounds interleaved: each round's ratio, median
+            vs += f" ({median_ratio(raw.rounds_bs32, ov_f32.rounds_bs32):.2f}x OV f32)"
+        ov_bf16 = results.raw.get("openvino/bfloat16")
+        if ov_bf16 and label == "openvino/int8":
+            vs += f" ({median_ratio(raw.rounds_bs32, ov_bf16.rounds_bs32):.2f}x OV bf16)"
         lines.append(
             f"raw {label:<19} batch 32 {raw.bs32_img_s:6.1f} img/s{vs} | batch 1 p50 "
             f"{raw.bs1_p50_ms:6.1f} ms"
@@ -54,6 +63,21 @@ def table(results: BenchResults) -> str:
             f"{a.top10_vs_tensorflow_float32:.4f}, "
             f"min cosine {a.min_cosine_vs_tensorflow_float32:.6f}"
         )
+    for q in results.quantization:
+        lines.append(
+            f"quantized {q['config']} with NNCF {q['nncf']} on {q['photos']} photos "
+            f"({q['calibration']}) in {q['seconds']:.1f} s"
+        )
+    served_f32 = next((s for s in results.served if s.config == "openvino/float32"), None)
+    for s in results.served:
+        if served_f32 and s is not served_f32:
+            lines.append(
+                f"served {s.config} vs openvino/float32: 1 client "
+                f"{s.grpc_1_client_img_s / served_f32.grpc_1_client_img_s:.2f}x, 8 clients "
+                f"{s.grpc_8_clients_img_s / served_f32.grpc_8_clients_img_s:.2f}x, dump "
+                f"{s.dump_img_s / served_f32.dump_img_s:.2f}x (served sections run one "
+                "config after the other)"
+            )
     for s in results.served:
         lines.append(
             f"served {s.config:<16} raw bs32 {s.raw_bs32_img_s:6.1f} | 1 client "

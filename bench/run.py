@@ -22,7 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.agreement import agreement
-from bench.common import REFERENCE, Config, Machine, Workload, rss_mb, start_timed
+from bench.common import (
+    REFERENCE,
+    Config,
+    Machine,
+    Workload,
+    quantization_record,
+    rss_mb,
+    start_timed,
+)
 from bench.duplicates import run as duplicates
 from bench.embed import raw_models, served
 from bench.fanout import fan_out
@@ -46,7 +54,8 @@ def default_configs(quick: bool) -> list[Config]:
     if quick:
         return [Config("openvino", "float32"), REFERENCE]
     configs = [Config("openvino", "bfloat16")] if bf16 else []
-    configs += [Config("openvino", "float32"), REFERENCE]
+    # int8: calibrated on the bundled sample photos (the default), quantized once per cache
+    configs += [Config("openvino", "int8"), Config("openvino", "float32"), REFERENCE]
     return configs + ([Config("tensorflow", "bfloat16")] if bf16 else [])
 
 
@@ -73,6 +82,8 @@ def run(args: argparse.Namespace) -> BenchResults:
     if "raw" in sections or "served" in sections:
         log("loading runtimes in-process: " + ", ".join(c.label for c in {*configs, REFERENCE}))
         runtimes = {c: load_runtime("none", c.runtime, c.precision) for c in configs}
+        results.quantization = [quantization_record(r) for r in runtimes.values()]
+        results.quantization = [q for q in results.quantization if q]
         runtimes.setdefault(REFERENCE, load_runtime("none", "tensorflow", "float32"))
         if "raw" in sections:
             log("raw model throughput and latency, interleaved ...")

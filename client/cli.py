@@ -264,8 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "float32", "bfloat16"],
+        choices=["auto", "float32", "bfloat16", "int8"],
         help="as imagesim-embedder --precision (default auto)",
+    )
+    ray.add_argument(
+        "--calibration",
+        default=None,
+        help="as imagesim-embedder --calibration: photos --precision int8 is calibrated on "
+        "(on each node at the same path; default: the bundled sample photos)",
     )
     ray.add_argument(
         "--model-cache",
@@ -482,7 +488,7 @@ def ray_dump_command(args: argparse.Namespace) -> int:
     writer, report = ray_dump.ray_dump(
         args.folder,
         args.out,
-        ModelSpec(args.weights, args.runtime, args.precision, args.model_cache),
+        ModelSpec(args.weights, args.runtime, args.precision, args.model_cache, args.calibration),
         ray_dump.RaySettings(
             address=args.ray_address,
             actors=args.actors,
@@ -598,7 +604,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         )
         collection.connect(allow_missing=args.allow_partial, timeout=deadline.remaining())
         collection.check_dims(vectors.shape[1])
-        warn(collection.check_model(*model_of(embedder.info(deadline.remaining()))))
+        made_by = model_of(embedder.info(deadline.remaining()))
+        warn(collection.check_model(*made_by, adding=False))
         results = collection.search_many(
             vectors, search_params(args), deadline.remaining(), args.allow_partial
         )

@@ -394,11 +394,15 @@ class Collection:
             for page in shard.scan(page_size, "", include_vectors, include_metadata, timeout=3600):
                 yield from page
 
-    def check_model(self, fingerprint: str, runtime: str = "", precision: str = "") -> list[str]:
+    def check_model(
+        self, fingerprint: str, runtime: str = "", precision: str = "", adding: bool = True
+    ) -> list[str]:
         """Refuse vectors of another model than the one that made the collection's vectors
-        (FailedPrecondition, SPACE_MISMATCH: they are not comparable); return warnings when
-        this runtime/precision differs from some already there (comparable within the
-        agreement docs/performance.md states). Reads what connect() read."""
+        (FailedPrecondition, SPACE_MISMATCH: they are not comparable); refuse to add int8
+        vectors to a collection holding float vectors of the model, or the reverse (a query,
+        `adding` False, gets a warning instead); return warnings when this runtime/precision
+        differs from some already there (comparable within the agreement docs/performance.md
+        states). Reads what connect() read."""
         self.layout  # noqa: B018 - connects once
         made = reserved.model_tags(fingerprint, runtime, precision)
         model = made.get(reserved.MODEL)
@@ -414,6 +418,22 @@ class Collection:
         others = sorted(set(self.embedded_by) - {mine}) if mine else []
         if not others:
             return []
+        assert mine is not None
+        clash = [other for other in others if reserved.quantized(other) != reserved.quantized(mine)]
+        if clash and adding:
+            raise FailedPrecondition(
+                f"the collection holds vectors made on {', '.join(clash)}; these come from "
+                f"{mine}: int8 and float vectors are not mixed in one collection (int8 vectors "
+                "differ more from float ones than float runtimes do among themselves; use "
+                "another collection, or the precision the collection was made with)",
+                reason=Reason.SPACE_MISMATCH,
+            )
+        if clash:
+            return [
+                f"note: the collection holds vectors made on {', '.join(clash)}; this query "
+                f"comes from {mine}: int8 and float vectors agree less than float runtimes do "
+                "(results may differ from a query made with the collection's own precision)"
+            ]
         return [
             f"note: the collection also holds vectors made on {', '.join(others)}; these "
             f"come from {mine} (same model: they agree to within the top-10 agreement the "

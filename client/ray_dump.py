@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +213,7 @@ def ray_dump(
             # the actors of a local Ray share this process's IR cache
             from imagesim.embedder_server.runtimes.select import default_model_cache
 
-            model = ModelSpec(
-                model.weights, model.runtime, model.precision, str(default_model_cache())
-            )
+            model = replace(model, model_cache=str(default_model_cache()))
         with ray_session(settings) as ray:
             _run(ray, todo, root, folder_text, model, settings, space, writer, report, progress)
     writer.finish()

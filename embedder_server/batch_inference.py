@@ -52,17 +52,20 @@ def decode_batch(
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to load, as the server's --weights/--runtime/--precision/--model-cache."""
+    """Which model to load, as the server's --weights/--runtime/--precision/--model-cache/
+    --calibration."""
 
     weights: str = "imagenet"
     runtime: str = "auto"
     precision: str = "auto"
     model_cache: str | None = None  # None: the process's default (select.default_model_cache)
+    calibration: str | None = None  # int8's calibration photos (None: the sample photos)
 
 
 @contextmanager
 def _cache_lock(cache: Path) -> Any:
-    """One process per machine converts a missing IR; the others wait, then load it."""
+    """One process per machine converts (or quantizes) a missing IR; the others wait, then
+    load it."""
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".convert.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -79,7 +82,8 @@ def load_model(spec: ModelSpec) -> ModelRuntime:
 
     cache = Path(spec.model_cache) if spec.model_cache else default_model_cache()
     with _cache_lock(cache):
-        return load_runtime(spec.weights, spec.runtime, spec.precision, cache)
+        calibration = Path(spec.calibration) if spec.calibration else None
+        return load_runtime(spec.weights, spec.runtime, spec.precision, cache, calibration)
 
 
 class BatchModel:

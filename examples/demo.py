@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagesim.samples import write_held_out_cat, write_sample_photos
 from tests.support.launch import ServerProcess, start_embedder, start_index
-from tests.support.samples import write_held_out_cat, write_sample_photos
 
 WORK = Path(".demo")
 

@@ -26,6 +26,10 @@ class Precision(str, Enum):
 
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
+    # Weights and activations quantized to 8-bit integers (OpenVINO IR quantized by NNCF,
+    # calibrated on photos): its vectors differ more from float32's than bfloat16's do, so a
+    # collection never mixes them with float vectors (client.collection.check_model).
+    INT8 = "int8"
 
 
 class Runtime(str, Enum):

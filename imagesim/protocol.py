@@ -24,6 +24,7 @@ SPACES = {Space.FULL: common_pb2.SPACE_FULL, Space.REDUCED: common_pb2.SPACE_RED
 PRECISIONS = {
     Precision.FLOAT32: common_pb2.PRECISION_FLOAT32,
     Precision.BFLOAT16: common_pb2.PRECISION_BFLOAT16,
+    Precision.INT8: common_pb2.PRECISION_INT8,
 }
 RUNTIMES = {
     Runtime.TENSORFLOW: common_pb2.RUNTIME_TENSORFLOW,

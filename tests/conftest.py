@@ -16,9 +16,9 @@ from PIL import Image
 
 from imagesim.channel import ChannelSecurity
 from imagesim.client.embedder_client import EmbedderClient
+from imagesim.samples import write_sample_photos
 from tests.pki import CertificateAuthority, Issued
 from tests.support.launch import ServerProcess, start_embedder, start_index
-from tests.support.samples import write_sample_photos
 
 STREAM_IDLE_SECONDS = 5  # the idle timeout of servers started for stream tests
 

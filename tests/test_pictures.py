@@ -19,8 +19,8 @@ from imagesim.client.pictures import (
     picture,
 )
 from imagesim.errors import InvalidArgument, Reason
+from imagesim.samples import photo
 from tests.support.hostile import png_claiming
-from tests.support.samples import photo
 
 
 def encoded(image: Image.Image, kind: str, **options) -> io.BytesIO:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import imagesim
-from tests.support.samples import write_held_out_cat, write_sample_photos
+from imagesim.samples import write_held_out_cat, write_sample_photos
 
 ROOT = Path(__file__).resolve().parent.parent
 # The addresses the README uses (those of its quick start); the test's servers replace them.

@@ -17,10 +17,10 @@ import pytest
 from imagesim.channel import open_channel
 from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
+from imagesim.samples import write_photo_crops
 from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 from tests.support.cli import run_cli as imagesim
 from tests.support.launch import ServerProcess, start_embedder
-from tests.support.samples import write_photo_crops
 
 PHOTOS = 96
 CONNECTION_AGE = 2  # seconds: the replicas' --max-connection-age

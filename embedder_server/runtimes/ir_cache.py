@@ -3,7 +3,9 @@
 An entry is a directory `<root>/<key digest>/` holding `model.xml`, `model.bin` and
 `manifest.json`. The key is what makes the IR what it is, all computable without TensorFlow:
 the architecture, the weights' identity (sha256 of the weights file, or the seed and Keras
-version of the untrained network), the OpenVINO version and this cache's format. The manifest
+version of the untrained network), the OpenVINO version and this cache's format; an INT8 entry
+(the float IR quantized by NNCF, see quantize) adds its quantization: the NNCF version, a hash
+of the calibration photos and the number used. The manifest
 records the key, the model fingerprint computed from the Keras weights at conversion, the
 agreement with TensorFlow float32 measured then, and the size and sha256 of each file.
 
@@ -40,10 +42,20 @@ class CacheKey:
     weights: str  # identity: "sha256=..." or "untrained seed=0 keras=3.15.1"
     openvino: str
     format: int = FORMAT
+    # "" for the float IR; "int8 nncf=3.4.0 calibration=<sha256> subset=300" when quantized
+    quantization: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The key as stored in the manifest (a float IR's key has no quantization field, as
+        before INT8 entries existed, so those entries stay valid)."""
+        fields = asdict(self)
+        if not self.quantization:
+            del fields["quantization"]
+        return fields
 
     @property
     def digest(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(self.as_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -55,7 +67,8 @@ class CachedIR:
     key: CacheKey
     fingerprint: str
     # precision -> {"probes": n, "min_cosine": c, "top10_agreement": a} vs TensorFlow float32
-    agreement: dict[str, dict[str, float]] = field(default_factory=dict)
+    # on probe images, or vs what "against" says (INT8: OpenVINO float32 on its calibration)
+    agreement: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def xml(self) -> Path:
@@ -90,7 +103,7 @@ class IRCache:
             manifest = json.loads((directory / MANIFEST).read_text())
         except (OSError, ValueError) as exc:
             raise StaleEntry(f"unreadable manifest ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("key") != asdict(key):
+        if not isinstance(manifest, dict) or manifest.get("key") != key.as_dict():
             raise StaleEntry(f"manifest is for another key: {manifest.get('key')!r}")
         files = manifest.get("files", {})
         for name in IR_FILES:
@@ -125,7 +138,7 @@ class IRCache:
                 path = tmp / name
                 files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
             manifest = {
-                "key": asdict(key),
+                "key": key.as_dict(),
                 "fingerprint": fingerprint,
                 "files": files,
                 **extra,

@@ -7,6 +7,9 @@ Precision `auto`: with OpenVINO, bfloat16 where the CPU computes it natively (AV
 and bfloat16 kept >= 0.99 of TensorFlow float32's top-10 neighbours (and cosine >= 0.999) on the
 probe images when the IR was converted (recorded in the cache); float32 otherwise. With
 TensorFlow, float32 (its bfloat16 is not measured at start; ask for it explicitly).
+Precision int8 is never chosen by `auto` (its vectors differ more from float32's; a collection
+never mixes them with float vectors): OpenVINO only, the IR quantized by NNCF on the photos of
+`calibration` (default: the bundled sample photos), cached (see quantize).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 RUNTIME_CHOICES = (AUTO, Runtime.OPENVINO.value, Runtime.TENSORFLOW.value)
-PRECISION_CHOICES = (AUTO, Precision.FLOAT32.value, Precision.BFLOAT16.value)
+PRECISION_CHOICES = (AUTO, *(p.value for p in Precision))
 
 
 MODEL_CACHE_ENV = "IMAGESIM_EMBEDDER_MODEL_CACHE"  # the server's --model-cache default too
@@ -80,13 +83,23 @@ def load_runtime(
     runtime: str = AUTO,
     precision: str = AUTO,
     model_cache: Path | None = None,
+    calibration: Path | None = None,
 ) -> ModelRuntime:
-    """The model ready to run. WeightsUnavailable / FailedPrecondition say what to fix."""
+    """The model ready to run. WeightsUnavailable / FailedPrecondition say what to fix.
+    `calibration`: the photos an int8 model is calibrated on (None: the sample photos)."""
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}")
+    if calibration is not None and precision != Precision.INT8.value:
+        raise FailedPrecondition("--calibration is for --precision int8 only")
     source = WeightsSource(weights)
     choice = choose_runtime(runtime)
     log.info("runtime %s (%s)", choice.runtime.value, choice.reason)
+    if choice.runtime is Runtime.TENSORFLOW and precision == Precision.INT8.value:
+        raise FailedPrecondition(
+            f"--precision int8 runs on OpenVINO only, and the runtime is TensorFlow "
+            f"({choice.reason}): install OpenVINO (pip install 'imagesim[embedder]') and use "
+            "--runtime openvino or auto"
+        )
     if choice.runtime is Runtime.TENSORFLOW:
         from imagesim.embedder_server.runtimes.tensorflow import TensorFlowRuntime
 
@@ -95,13 +108,16 @@ def load_runtime(
         chosen = Precision.FLOAT32 if precision == AUTO else Precision(precision)
         loaded: ModelRuntime = TensorFlowRuntime(source, chosen)
     else:
-        loaded = _load_openvino(source, precision, IRCache(model_cache or default_model_cache()))
+        cache = IRCache(model_cache or default_model_cache())
+        loaded = _load_openvino(source, precision, cache, calibration)
     info = loaded.info
     loaded.info = replace(info, notes=(f"runtime {choice.reason}", *info.notes))
     return loaded
 
 
-def _load_openvino(source: WeightsSource, precision: str, cache: IRCache) -> ModelRuntime:
+def _load_openvino(
+    source: WeightsSource, precision: str, cache: IRCache, calibration: Path | None
+) -> ModelRuntime:
     from imagesim.embedder_server.runtimes.convert import convert_in_subprocess
 
     key = ovrt.cache_key(source)
@@ -120,4 +136,8 @@ def _load_openvino(source: WeightsSource, precision: str, cache: IRCache) -> Mod
             chosen = Precision.BFLOAT16
     else:
         chosen = Precision(precision)
+    if chosen is Precision.INT8:
+        from imagesim.embedder_server.runtimes.quantize import load_quantized
+
+        entry = load_quantized(entry, calibration, cache)
     return ovrt.OpenVINORuntime(entry, source, chosen)

@@ -44,9 +44,9 @@ from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.errors import ImagesimError, Unavailable
 from imagesim.params import SearchParams
 from imagesim.routing import home
+from imagesim.samples import photo
 from imagesim.v1 import index_pb2
 from tests.support.launch import ServerProcess, start_embedder, start_index
-from tests.support.samples import photo
 
 DIMS = 2048
 KEYS_PER_CLIENT = 240

@@ -11,10 +11,10 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.index_client import ItemToAdd
+from imagesim.samples import write_held_out_cat, write_sample_photos
 from tests.conftest import Pki
 from tests.support.cli import run_cli
 from tests.support.launch import ServerProcess, start_index
-from tests.support.samples import write_held_out_cat, write_sample_photos
 from tests.support.web import WebProcess, start_web
 
 

@@ -17,12 +17,12 @@ from imagesim.client.duplicates import DuplicateReport
 from imagesim.client.images_root import ImagesRoot
 from imagesim.client.index_client import ItemToAdd
 from imagesim.errors import PermissionDenied, Unavailable
+from imagesim.samples import write_sample_photos
 from imagesim.web.app import _signature
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.origin import foreign
 from imagesim.web.thumbnails import ThumbnailCache
-from tests.support.samples import write_sample_photos
 from tests.support.vectors import structured
 
 

@@ -1,4 +1,5 @@
-"""Real sample photos for the demo, tests and benchmark, from scikit-image's bundled data.
+"""Real sample photos for the demo, the default int8 calibration set, tests and benchmark, from
+scikit-image's bundled data.
 
 `write_sample_photos(folder)` writes each photo as a JPEG plus near-duplicate variants (mirror,
 centre crop, half size), so "the most similar image" has a meaningful answer. Needs the
