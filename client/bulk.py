@@ -30,20 +30,7 @@ from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 DNS_STREAMS = 2  # bulk streams over a dns:/// embedder name (its replica count is unknown)
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursive, by extension), sorted; paths keep the folder
-    as given, so keys read like the user typed them."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found.extend(
-            Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES
-        )
-    return found
 
 
 @dataclass

@@ -24,7 +24,6 @@ from imagesim.client.bulk import (
     BulkReport,
     add_vectors,
     index_paths,
-    list_images,
     write_failures,
 )
 from imagesim.client.cli_args import directory, enum_type, pair, shards, values
@@ -44,6 +43,7 @@ from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, set_default_security
 from imagesim.client.security_flags import add_security_flags, security_from_args
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
+from imagesim.images import list_images
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
 from imagesim.v1 import embedder_pb2
 from imagesim.version import add_version_flag

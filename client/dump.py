@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from imagesim.atomic import write_atomic
-from imagesim.client.bulk import BulkReport, embed_files, list_images
+from imagesim.client.bulk import BulkReport, embed_files
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, Reason
+from imagesim.images import list_images
 
 
 @dataclass

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from imagesim import reserved
-from imagesim.client.bulk import BulkReport, image_metadata, list_images, path_key
+from imagesim.client.bulk import BulkReport, image_metadata, path_key
 from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
 from imagesim.embedder_server.batch_inference import BatchModel, ModelSpec, decode_batch
 from imagesim.embedder_server.model import WeightsSource
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, Unavailable
+from imagesim.images import list_images
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from imagesim.channel import ChannelSecurity
-    from imagesim.client.bulk import BulkReport, index_paths, list_images
+    from imagesim.client.bulk import BulkReport, index_paths
     from imagesim.client.collection import Collection, SearchResult
     from imagesim.client.embedder_client import EmbedderClient
     from imagesim.client.index_client import IndexClient, Item, ItemToAdd, Neighbor
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         Unauthenticated,
         Unavailable,
     )
+    from imagesim.images import list_images
     from imagesim.params import SearchParams
 
 # name -> the module defining it (imported when the name is first used)
@@ -55,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "Metric": "imagesim.enums",
     # bulk work over a folder
     "index_paths": "imagesim.client.bulk",
-    "list_images": "imagesim.client.bulk",
+    "list_images": "imagesim.images",
     "BulkReport": "imagesim.client.bulk",
     # errors: every failed call raises an ImagesimError subclass carrying a Reason
     "ImagesimError": "imagesim.errors",

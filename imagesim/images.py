@@ -12,6 +12,9 @@ scale (DCT scaling, Pillow's `draft`: 1/2, 1/4 or 1/8), and that reduced size is
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from PIL import Image
 
 from imagesim.errors import InvalidArgument, Reason
@@ -60,3 +63,18 @@ def plan_decode(
             metadata={"limit": str(max_decoded_bytes)},
         )
     return decoded
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursive, by extension), sorted; paths keep the folder
+    as given, so keys read like the user typed them."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found.extend(
+            Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES
+        )
+    return found

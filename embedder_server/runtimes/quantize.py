@@ -38,6 +38,7 @@ from imagesim.embedder_server.model import file_sha256
 from imagesim.embedder_server.runtimes.ir_cache import CachedIR, CacheKey, IRCache
 from imagesim.enums import Precision
 from imagesim.errors import FailedPrecondition, ImagesimError, Internal
+from imagesim.images import IMAGE_SUFFIXES, list_images
 from imagesim.recall import row_cosines, top_k_agreement
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ def nncf_version() -> str:
 def calibration_files(folder: Path) -> list[Path]:
     """The calibration photos in `folder` (at most MAX_CALIBRATION, in sorted order);
     FailedPrecondition naming the folder when it is missing or holds no image."""
-    from imagesim.client.bulk import IMAGE_SUFFIXES, list_images
 
     if not folder.is_dir():
         raise FailedPrecondition(f"--calibration {folder}: not a directory of photos")
