@@ -82,5 +82,5 @@ class StreamingPCA:
         covariance = self._products  # in place: no second dims x dims matrix
         covariance -= np.outer(n * offset, offset)
         covariance /= n - 1
-        self._products = np.zeros(0)  # spent
+        self._products = np.zeros((0, 0))  # spent
         return _strongest(self._shift + offset, covariance, output_dims)
