@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import percentile
+from bench.common import Machine, percentile
 from bench.duplicates import NEIGHBOURS, THRESHOLD
 from imagesim.client.index_client import IndexClient, ItemToAdd
 from imagesim.pca import l2_normalise
@@ -228,6 +228,19 @@ def measure(
     return row
 
 
+def record(points: str, rows: list[ScaleRow]) -> dict:
+    """The rows as deploy/capacity.py reads them (deploy/measured/), naming the machine."""
+    machine = Machine.detect()
+    return {
+        "what": "one imagesim-index process per point, angular, 100 trees (server default), "
+        "no automatic build (bench.scale)",
+        "command": f"python -m bench.scale --points {points} --out FILE.json",
+        "cpu": machine.describe(),
+        "date": time.strftime("%Y-%m-%d"),
+        "results": [asdict(r) for r in rows],
+    }
+
+
 def run(points: str, work: Path, out: Path | None, log: Callable[[str], None]) -> list[ScaleRow]:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -241,7 +254,7 @@ def run(points: str, work: Path, out: Path | None, log: Callable[[str], None]) -
         rows.append(row)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+            out.write_text(json.dumps(record(points, rows), indent=1) + "\n")
     return rows
 
 
