@@ -16,6 +16,8 @@ from bench.fanout import FanOutResult
 from bench.index import IndexResult
 from bench.query import QueryResult
 from bench.ray_local import RayResult
+from bench.scale import ScaleRow
+from bench.scale import describe as describe_scale
 from bench.startup import StartupResult
 
 
@@ -35,6 +37,7 @@ class BenchResults:
     quantization: list[dict[str, Any]] = field(default_factory=list)  # int8: how, how long
     duplicates: DuplicatesResult | None = None
     ray: list[RayResult] = field(default_factory=list)
+    scale: list[ScaleRow] = field(default_factory=list)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,4 +126,5 @@ def table(results: BenchResults) -> str:
         lines.append(f"index shard RSS (built): {results.index_rss_mb:.0f} MB")
     if results.duplicates is not None:
         lines.append(describe_duplicates(results.duplicates))
+    lines += [describe_scale(row) for row in results.scale]
     return "\n".join(lines)

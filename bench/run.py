@@ -9,7 +9,9 @@ throughput, batch 1 latency) and agreement with TensorFlow float32 on real photo
 throughput (gRPC 1 and 8 clients, bulk dump) and query latency image -> top-10 over 2 shards,
 per runtime/precision; start-up to SERVING (converting, and from the cached IR) and RSS; index
 recall@10; fan-out 1 vs 4 shards; near-duplicate groups of 25,000 x 2048 (bench.duplicates);
-bulk dump on a local Ray against the gRPC dump (bench.ray_local).
+bulk dump on a local Ray against the gRPC dump (bench.ray_local). Opt-in, `--only scale`: one
+shard's ingest, build time and memory, idle RSS, disk, search latency and recall at 100k, 300k
+and 1M items (bench.scale; `--scale-points` to choose).
 --quick runs every code path on tiny inputs (CI smoke test); its timings mean nothing, its
 correctness figures (agreement, recall, own photo first) do.
 """
@@ -38,6 +40,8 @@ from bench.index import index_quality
 from bench.query import photo_key, query_latency
 from bench.ray_local import ray_vs_grpc
 from bench.report import BenchResults, table
+from bench.scale import DEFAULT_POINTS
+from bench.scale import run as scale
 from bench.shards import start_shards, stop_all
 from bench.startup import StartupResult, startup
 from imagesim.client.dump import VectorDump
@@ -47,6 +51,8 @@ from tests.support.vectors import structured as structured_vectors
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
 SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates", "ray")
+# Opt-in (`--only scale`): one shard up to 1M items, an hour or more (bench.scale).
+OPT_IN = ("scale",)
 
 
 def default_configs(quick: bool) -> list[Config]:
@@ -121,6 +127,9 @@ def run(args: argparse.Namespace) -> BenchResults:
     if "duplicates" in sections:
         log("near-duplicate groups ...")
         results.duplicates = duplicates(quick, work / "duplicates")
+    if "scale" in sections:
+        log("scale: one shard per point ...")
+        results.scale = scale(args.scale_points, work / "scale", work / "scale.json", log)
     if "ray" in sections:
         config = configs[0]
         images = 16 if quick else 384
@@ -201,7 +210,14 @@ def main(argv: list[str] | None = None) -> BenchResults:
         default=None,
         help="runtime/precision list, e.g. openvino/bfloat16,tensorflow/float32",
     )
-    parser.add_argument("--only", default=None, help=f"comma-separated: {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--only", default=None, help=f"comma-separated: {','.join(SECTIONS + OPT_IN)}"
+    )
+    parser.add_argument(
+        "--scale-points",
+        default=DEFAULT_POINTS,
+        help="--only scale: items x dims[/project dims], comma-separated",
+    )
     args = parser.parse_args(argv)
     results = run(args)
     results.write(args.out)

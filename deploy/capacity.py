@@ -6,9 +6,10 @@
 
 Every input below names its source: docs/performance.md (the project's measurements, each with
 its machine, date and method; its section "What the capacity model uses" lists these inputs), or
-deploy/measured/*.json (written by deploy/measure_shard.py: a real shard process, 100 trees,
-built from fully staged items). tests/test_capacity.py checks that docs/scaling.md holds exactly
-this script's output, so those numbers are never typed by hand.
+deploy/measured/*.json (written by deploy/measure_shard.py or by the benchmark's scale section,
+python -m bench.scale: a real shard process, 100 trees, built from fully staged items; each file
+names its machine). tests/test_capacity.py checks that docs/scaling.md holds exactly this
+script's output, so those numbers are never typed by hand.
 
 Model, per collection size and index layout:
 - embedding cost = images / (images per second per core) / 3600 core-hours;
@@ -109,17 +110,35 @@ class Layout:
     measured_file: str
     file_key: str  # "annoy_file_mib" or "generation_mib": what searches keep in page cache
 
+    def measured(self) -> dict:
+        value: dict = json.loads((MEASURED / self.measured_file).read_text())
+        return value
+
     def rows(self) -> list[dict[str, float]]:
-        rows: list[dict[str, float]] = json.loads((MEASURED / self.measured_file).read_text())[
-            "results"
-        ]
-        return rows
+        return [_measured_row(row) for row in self.measured()["results"]]
+
+
+def _measured_row(row: dict[str, float]) -> dict[str, float]:
+    """A row of deploy/measure_shard.py, or of the benchmark's scale section (bench.scale:
+    MB there are MiB) in measure_shard's terms. Its peak is the larger of ingest and build."""
+    if "build_peak_rss_mb" not in row:
+        return row
+    vectors_mib = row["items"] * row["dims"] * 4 / MiB if row["project_dims"] else 0.0
+    return {
+        "items": row["items"],
+        "peak_rss_mib": max(row["ingest_peak_rss_mb"], row["build_peak_rss_mb"]),
+        "search_p50_ms": row["search_p50_ms"],
+        "annoy_file_mib": row["index_file_mb"],
+        "generation_mib": row["index_file_mb"] + vectors_mib,
+        "data_dir_mib": row["disk_mb"],
+        "build_seconds": row["build_s"],
+    }
 
 
 LAYOUTS = (
     Layout("2048-d, Annoy", 2048, "shard-2048d.json", "annoy_file_mib"),
-    Layout("2048-d, --project-dims 256", 2048, "shard-2048d-project-256.json", "generation_mib"),
-    Layout("256-d reduced space (PCA)", 256, "shard-256d.json", "annoy_file_mib"),
+    Layout("2048-d, --project-dims 256", 2048, "scale-2048d-project-256.json", "generation_mib"),
+    Layout("256-d reduced space (PCA)", 256, "scale-256d.json", "annoy_file_mib"),
 )
 
 
@@ -149,6 +168,10 @@ class ShardCosts:
         items = [r["items"] for r in rows]
         intercept, slope = line_fit(items, [r["peak_rss_mib"] * MiB for r in rows])
         largest = max(rows, key=lambda r: r["items"])
+        # A build touches every page of the Annoy file it writes: the peak grows at least by
+        # that per item, even where small measurements (a fixed cost, e.g. the projection's
+        # PCA, setting their peak) fit a flatter line.
+        slope = max(slope, largest["annoy_file_mib"] * MiB / largest["items"])
         smallest = min(rows, key=lambda r: r["items"])
         doublings = math.log2(largest["items"] / smallest["items"])
         growth = (largest["search_p50_ms"] - smallest["search_p50_ms"]) / doublings
@@ -335,8 +358,7 @@ def changes(hosts: Hosts) -> list[str]:
         if f.hosts > 2 * f.hosts_steady:
             text += (
                 f" Hosts are sized by the build peak ({f.hosts} hosts; {f.hosts_steady} would "
-                "hold the index files): a build's peak counts the staged vectors (all items "
-                "are staged in memory until the first build) and the pages of the index file "
+                "hold the index files): a build's peak counts the pages of the index file "
                 "Annoy writes."
             )
         lines.append(text)
@@ -349,13 +371,16 @@ def sources(hosts: Hosts) -> list[str]:
         f"{hosts.shard_pod_gib:g} GiB, {hosts.pods_per_host} per "
         f"{hosts.host_gib:g} GiB host ({hosts.reserved_gib:g} GiB left to the system); a "
         f"shard's build peak may use {POD_USABLE:.0%} of its pod. Per item, from "
-        "deploy/measured/ (deploy/measure_shard.py, 100 trees, 2 shared cores):",
+        "deploy/measured/ (deploy/measure_shard.py or the benchmark's scale section, 100 "
+        "trees, 2 shared cores):",
         "",
     ]
     for layout in LAYOUTS:
         c = ShardCosts.of(layout)
+        measured = layout.measured()
         lines.append(
-            f"- {layout.name}: build peak {c.build_peak_intercept / MiB:,.0f} MiB + "
+            f"- {layout.name} ({layout.measured_file}, {measured['cpu']}, "
+            f"{measured['date']}): build peak {c.build_peak_intercept / MiB:,.0f} MiB + "
             f"{c.build_peak_per_item:,.0f} B/item; index files {c.page_cache_per_item:,.0f} "
             f"B/item; data volume {c.disk_per_item:,.0f} B/item; search p50 through gRPC "
             f"{c.search_ms_at[1]:.2f} ms at {c.search_ms_at[0]:,.0f} items "

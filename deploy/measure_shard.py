@@ -7,8 +7,8 @@ automatic build), adds structured vectors (tests.support.vectors: clustered, ReL
 through gRPC, builds once, and reads from /proc:
 
 - peak RSS of the process over adding and building (VmHWM): what a pod's memory limit must
-  allow while a shard builds (all items staged in memory, the vectors stacked, Annoy's
-  in-memory build);
+  allow while a shard builds (the staged vectors live in a scratch file's page cache; the
+  build streams blocks of items, and the pages of the index file Annoy writes count);
 - RSS after a restart and 200 searches (the Annoy file is memory-mapped; only touched pages
   count) and the Annoy file's size (the whole file is what must stay in page cache for steady
   search latency);

@@ -36,7 +36,10 @@ def fit_pca(x: np.ndarray, output_dims: int) -> PrincipalComponents:
         raise ValueError(f"cannot take {output_dims} components of {n} {dims}-d vectors")
     mean = data.mean(axis=0)
     centred = data - mean
-    covariance = centred.T @ centred / (n - 1)
+    return _strongest(mean, centred.T @ centred / (n - 1), output_dims)
+
+
+def _strongest(mean: np.ndarray, covariance: np.ndarray, output_dims: int) -> PrincipalComponents:
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     order = np.argsort(eigenvalues)[::-1][:output_dims]
     return PrincipalComponents(
@@ -45,3 +48,39 @@ def fit_pca(x: np.ndarray, output_dims: int) -> PrincipalComponents:
         variances=eigenvalues[order],
         total_variance=float(eigenvalues.clip(0).sum()),
     )
+
+
+class StreamingPCA:
+    """The same fit as `fit_pca`, from rows given block by block: keeps only the float64 sums
+    (dims x dims), never the rows, so a fit over many rows needs no copy of them. Rows are
+    shifted by the first block's mean before summing (keeps the float64 sums well conditioned).
+    """
+
+    def __init__(self, dims: int) -> None:
+        self.n = 0
+        self._shift: np.ndarray | None = None
+        self._sum = np.zeros(dims)
+        self._products = np.zeros((dims, dims))
+
+    def add(self, rows: np.ndarray) -> None:
+        block = np.array(rows, dtype=np.float64)  # a copy: shifted in place below
+        if not len(block):
+            return
+        if self._shift is None:
+            self._shift = block.mean(axis=0)
+        block -= self._shift
+        self.n += len(block)
+        self._sum += block.sum(axis=0)
+        self._products += block.T @ block
+
+    def fit(self, output_dims: int) -> PrincipalComponents:
+        """The components of the rows added so far (once: the sums are spent)."""
+        n, dims = self.n, self._sum.shape[0]
+        if not 1 <= output_dims <= dims or n < 2 or self._shift is None:
+            raise ValueError(f"cannot take {output_dims} components of {n} {dims}-d vectors")
+        offset = self._sum / n
+        covariance = self._products  # in place: no second dims x dims matrix
+        covariance -= np.outer(n * offset, offset)
+        covariance /= n - 1
+        self._products = np.zeros((0, 0))  # spent
+        return _strongest(self._shift + offset, covariance, output_dims)

@@ -31,7 +31,8 @@ from annoy import AnnoyIndex
 
 from imagesim.enums import Metric
 from imagesim.errors import FailedPrecondition, Reason
-from imagesim.pca import fit_pca
+from imagesim.index_server.item_store import Block
+from imagesim.pca import PrincipalComponents, StreamingPCA, l2_normalise
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ def annoy_node_bytes(dims: int, metric: Metric) -> int:
 
 PROJECTION_FILE = "projection.npz"
 VECTORS_FILE = "vectors.npy"
-PROJECTION_SAMPLE = 10_000  # rows used to fit the PCA
-PROJECT_CHUNK = 4096  # rows projected at a time while filling the projected index
+PROJECTION_SAMPLE = 20_000  # rows (spread over the whole generation) the PCA is fitted on
+PROJECT_CHUNK = 1024  # rows read back and projected at a time while filling the index
 
 
 def check_projection(metric: Metric) -> None:
@@ -98,16 +99,7 @@ class Projection:
         return projected
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, output_dims: int, metric: Metric) -> Projection:
-        check_projection(metric)
-        rows = vectors
-        if len(rows) > PROJECTION_SAMPLE:
-            pick = np.random.default_rng(0).choice(len(rows), PROJECTION_SAMPLE, replace=False)
-            rows = rows[np.sort(pick)]
-        x = np.asarray(rows, dtype=np.float64)
-        if metric is Metric.ANGULAR:
-            x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        pca = fit_pca(x, output_dims)
+    def of(cls, pca: PrincipalComponents, metric: Metric) -> Projection:
         return cls(metric, pca.mean.astype(np.float32), pca.components.astype(np.float32))
 
     def save(self, path: Path) -> None:
@@ -259,15 +251,18 @@ def remove_stale(data_dir: Path) -> None:
 
 
 class GenerationBuilder:
-    """Builds generation `number` of `count` items: `fill` takes the (key, seq, vector) items
-    of one snapshot, `finish` builds the trees and writes everything under
-    generations/.tmp-gen-N, fsynced, renamed to generations/gen-N and loaded back
-    (memory-mapped). It is not live until `publish` names it in CURRENT.
+    """Builds generation `number` of `count` items: `fill` takes the blocks of one snapshot,
+    `finish` builds the trees and writes everything under generations/.tmp-gen-N, fsynced,
+    renamed to generations/gen-N and loaded back (memory-mapped). It is not live until
+    `publish` names it in CURRENT.
 
-    Memory: vectors stream from the store into Annoy's on-disk build (with a projection, first
-    into the memory-mapped vectors file), never into a list or a stacked copy; what stays in
-    memory is the keys and Annoy's tree construction. The snapshot can be closed before
-    `finish`, so a long build does not hold the store's read transaction.
+    Memory is bounded by a block, not by the item count: blocks stream from the store into
+    Annoy's on-disk build (its nodes live in the index file). With a projection, the full
+    vectors are appended to vectors.npy with plain writes (no mapping: written pages stay in
+    the page cache, not in this process), the PCA is fitted from running sums over a sample
+    spread over all items, then vectors.npy is read back block by block, projected and added.
+    What stays in memory is the keys and seqs and Annoy's tree construction. The snapshot can
+    be closed before `finish`, so a long build does not hold the store's read transaction.
     """
 
     def __init__(
@@ -290,7 +285,7 @@ class GenerationBuilder:
         self.keys: list[str] = []
         self.seqs: list[int] = []
         self.projection: Projection | None = None
-        self.project_dims = project_dims if count > 1 else 0
+        self.project_dims = min(project_dims, dims) if count > 1 else 0
         self.annoy: AnnoyIndex | None = None
 
     def _annoy(self, dims: int) -> AnnoyIndex:
@@ -299,33 +294,56 @@ class GenerationBuilder:
         annoy.on_disk_build(str(self.tmp / INDEX_FILE))  # written as it builds: no save
         return annoy
 
-    def fill(self, items: Iterable[tuple[str, int, np.ndarray]]) -> None:
+    def fill(self, blocks: Iterable[Block]) -> None:
         if self.project_dims:
-            path = self.tmp / VECTORS_FILE
-            full = np.lib.format.open_memmap(
-                path, mode="w+", dtype=np.float32, shape=(self.count, self.dims)
-            )
-            for i, (key, seq, vector) in enumerate(items):
-                self.keys.append(key)
-                self.seqs.append(seq)
-                full[i] = vector
-            self._check_count()
-            full.flush()
-            _fsync_path(path)
-            self.projection = Projection.fit(full, min(self.project_dims, self.dims), self.metric)
-            self.projection.save(self.tmp / PROJECTION_FILE)
-            self.annoy = self._annoy(self.projection.output_dims)
-            for start in range(0, self.count, PROJECT_CHUNK):
-                for j, row in enumerate(self.projection(full[start : start + PROJECT_CHUNK])):
-                    self.annoy.add_item(start + j, row)
-            del full
+            self._fill_projected(blocks)
             return
-        self.annoy = self._annoy(self.dims)
-        for i, (key, seq, vector) in enumerate(items):
-            self.keys.append(key)
-            self.seqs.append(seq)
-            self.annoy.add_item(i, vector)  # dense internal ids: Annoy allocates max(id) + 1
+        annoy = self.annoy = self._annoy(self.dims)
+        for block in blocks:
+            first = len(self.keys)
+            self._take(block)
+            for j, vector in enumerate(block.vectors):
+                annoy.add_item(first + j, vector)  # dense ids: Annoy allocates max(id) + 1
         self._check_count()
+
+    def _take(self, block: Block) -> None:
+        if len(self.keys) + len(block.keys) > self.count:
+            raise RuntimeError(f"the snapshot holds more than {self.count} items")
+        self.keys.extend(block.keys)
+        self.seqs.extend(block.seqs)
+
+    def _fill_projected(self, blocks: Iterable[Block]) -> None:
+        metric = self.metric
+        check_projection(metric)
+        sample = np.zeros(self.count, dtype=bool)
+        rng = np.random.default_rng(self.number)
+        sample[rng.choice(self.count, min(self.count, PROJECTION_SAMPLE), replace=False)] = True
+        pca = StreamingPCA(self.dims)
+        path = self.tmp / VECTORS_FILE
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": (self.count, self.dims)}
+            )
+            header = f.tell()
+            for block in blocks:
+                first = len(self.keys)
+                self._take(block)
+                f.write(block.vectors.tobytes())
+                picked = block.vectors[sample[first : len(self.keys)]]
+                pca.add(l2_normalise(picked) if metric is Metric.ANGULAR else picked)
+            self._check_count()
+            f.flush()
+            os.fsync(f.fileno())
+        self.projection = projection = Projection.of(pca.fit(self.project_dims), metric)
+        projection.save(self.tmp / PROJECTION_FILE)
+        annoy = self.annoy = self._annoy(projection.output_dims)
+        with open(path, "rb") as f:
+            for start in range(0, self.count, PROJECT_CHUNK):
+                rows = min(PROJECT_CHUNK, self.count - start)
+                f.seek(header + 4 * self.dims * start)
+                full = np.fromfile(f, dtype="<f4", count=rows * self.dims)
+                for j, row in enumerate(projection(full.reshape(rows, self.dims))):
+                    annoy.add_item(start + j, row)
 
     def _check_count(self) -> None:
         if len(self.keys) != self.count:

@@ -55,7 +55,7 @@ from imagesim.index_server.limits import (
 )
 from imagesim.index_server.observer import NO_OBSERVER, ShardObserver
 from imagesim.index_server.staging import KeepFn, StagingSet
-from imagesim.index_server.vectors import as_vector, distances
+from imagesim.index_server.vectors import as_vector, as_vectors, distances
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
 from imagesim.routing import homes
 
@@ -73,6 +73,7 @@ INT32_MAX = 2**31 - 1
 # Background builds that failed wait this long (doubling per failure, at most an hour).
 RETRY_FIRST_SECONDS = 30.0
 RETRY_MAX_SECONDS = 3600.0
+RELOAD_CHUNK = 4096  # staged items read back from the store at a time when a shard opens
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,6 @@ class _View:
     staging: StagingSet
 
 
-def _empty_view(dims: int) -> _View:
-    return _View(None, np.zeros(0, dtype=bool), StagingSet(dims))
-
-
 def lock_data_dir(data_dir: Path) -> FileLock:
     """Hold the data directory for this process's lifetime: one owner per directory."""
     path = data_dir / LOCK_FILE
@@ -204,7 +201,8 @@ class Shard:
         self._live: dict[str, int] = self.store.key_seqs()  # key -> seq of live items
         generation = self._load_current()
         remove_stale(self.data_dir)
-        self._view = self._derive_view(generation, StagingSet(self.dims), reload=True)
+        staging = StagingSet(self.dims, directory=self.data_dir)
+        self._view = self._derive_view(generation, staging, reload=True)
         log.info(
             "shard %s (%s): %d items (%d in generation %d, %d staged, %d hidden), %d-d %s",
             self.shard_id,
@@ -280,11 +278,17 @@ class Shard:
                 dtype=bool,
                 count=generation.count,
             )
-        fresh = StagingSet(self.dims)
+        fresh = staging.empty()
         if reload:
             newer = [key for key, seq in self._live.items() if built.get(key) != seq]
-            for item in self.store.items(newer):
-                fresh.put(item.key, item.seq, item.vector)
+            for start in range(0, len(newer), RELOAD_CHUNK):
+                items = self.store.items(newer[start : start + RELOAD_CHUNK])
+                if items:
+                    fresh.put_many(
+                        [i.key for i in items],
+                        [i.seq for i in items],
+                        np.stack([i.vector for i in items]),
+                    )
         else:
             for key, seq, vector in staging.items():
                 if built.get(key) != seq:
@@ -373,27 +377,33 @@ class Shard:
     ) -> tuple[int, int]:
         """Validate all, then store all in one transaction. Returns (added, replaced)."""
         check_count("items", len(items), self.limits.max_items_per_request)
-        checked: list[tuple[str, np.ndarray, Mapping[str, str]]] = []
+        if not items:
+            return 0, 0
+        keys = [key for key, _, _ in items]
         seen: set[str] = set()
-        for key, values, metadata in items:
+        for key, _, metadata in items:
             check_key(key, self.limits, "key")
             if key in seen:
                 raise InvalidArgument(
                     f"key {key[:80]!r} appears twice in one request", reason=Reason.KEY_DUPLICATE
                 )
             seen.add(key)
-            check_metadata(key, metadata, self.limits)
-            checked.append(
-                (key, as_vector(values, self.dims, self.metric, f"item {key[:80]!r}"), metadata)
-            )
-        if not checked:
-            return 0, 0
+            if metadata:
+                check_metadata(key, metadata, self.limits)
+        matrix = as_vectors(
+            [values for _, values, _ in items],
+            self.dims,
+            self.metric,
+            lambda n: f"item {keys[n][:80]!r}",
+        )
+        checked = [(key, matrix[n], items[n][2]) for n, key in enumerate(keys)]
         with self._write_lock:
-            self._check_placement([key for key, _, _ in checked], layout_version)
+            self._check_placement(keys, layout_version)
             results = self.store.upsert(checked)
             view = self._view
-            for (key, seq, _), (_, vector, _) in zip(results, checked, strict=True):
-                view.staging.put(key, seq, vector)  # visible before the old copy is hidden
+            # Visible before the old copies are hidden: a search never misses a key.
+            view.staging.put_many(keys, [seq for _, seq, _ in results], matrix)
+            for key, seq, _ in results:
                 self._hide(view, key)
                 self._live[key] = seq
             self._compact_staging(view)
@@ -429,7 +439,7 @@ class Shard:
         once they outnumber the live ones (amortised O(1) per write; write lock held)."""
         staging = view.staging
         if staging.dead_rows > max(1024, len(staging)):
-            fresh = StagingSet(self.dims, capacity=max(64, 2 * len(staging)))
+            fresh = staging.empty(capacity=max(64, 2 * len(staging)))
             for key, seq, vector in staging.items():
                 fresh.put(key, seq, vector)
             self._view = _View(view.generation, view.hidden, fresh)
@@ -489,14 +499,14 @@ class Shard:
 
     def _build_and_publish(self, trees: int) -> Generation | None:
         builder = None
-        with self.store.snapshot() as (count, stored):
+        with self.store.snapshot(self.dims) as (count, blocks):
             if count:
                 number = int(self.store.layout().get("generation", "0")) + 1
                 self.store.set_layout({"generation": str(number)})  # numbers are never reused
                 builder = GenerationBuilder(
                     self.data_dir, number, count, self.dims, self.metric, self.project_dims
                 )
-                builder.fill((i.key, i.seq, i.vector) for i in stored)
+                builder.fill(blocks)
         generation = builder.finish(trees) if builder is not None else None
         if generation is not None:
             publish(self.data_dir, generation)  # a crash from here on restarts on it

@@ -1,4 +1,5 @@
-"""Items added since the live generation: kept in memory, searched exactly.
+"""Items added since the live generation: kept in memory (or a memory-mapped scratch file),
+searched exactly.
 
 Append-only, so searches need no lock: a row, once written, never changes; a replaced or
 removed item's row is only marked dead (a flag that goes from alive to dead, never back). A
@@ -8,8 +9,12 @@ it while writes go on. Writers are serialized by the shard's write lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import mmap
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -89,21 +94,65 @@ class StagingSnapshot:
         return np.asarray(chosen[:want], dtype=np.int64)
 
 
-class StagingSet:
-    """A growable, append-only matrix of vectors with a key -> row map."""
+class _Rows:
+    """The staging matrix's storage: anonymous memory, or (with a directory) an unnamed
+    scratch file there, memory-mapped for searches and written with pwrite. A file-backed
+    matrix is page cache, not process memory: rows are written without touching the mapping,
+    so a shard holding a million staged 2048-d items does not hold 8 GB of them (a search maps
+    in the pages it reads; the kernel can drop them again). The file is never durable (the
+    store is) and disappears with its last mapping."""
 
-    def __init__(self, dims: int, capacity: int = 64) -> None:
+    def __init__(self, dims: int, directory: Path | None) -> None:
         self.dims = dims
+        # Open for the set's lifetime (closed when it is dropped; mappings outlive it).
+        self._file = (
+            tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+            if directory is not None
+            else None
+        )
+
+    def allocate(self, capacity: int, old: np.ndarray | None) -> np.ndarray:
+        """A (capacity, dims) float32 matrix whose first rows are `old`'s."""
+        if self._file is None:
+            matrix = np.empty((capacity, self.dims), dtype=np.float32)
+            if old is not None:
+                matrix[: len(old)] = old
+            return matrix
+        size = capacity * self.dims * 4
+        os.ftruncate(self._file.fileno(), size)  # the old rows are in the file already
+        mapped = mmap.mmap(self._file.fileno(), size, prot=mmap.PROT_READ)
+        return np.frombuffer(mapped, dtype=np.float32).reshape(capacity, self.dims)
+
+    def write(self, matrix: np.ndarray, start: int, rows: np.ndarray) -> None:
+        if self._file is None:
+            matrix[start : start + len(rows)] = rows
+            return
+        data = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
+        os.pwrite(self._file.fileno(), data, start * self.dims * 4)
+
+
+class StagingSet:
+    """A growable, append-only matrix of vectors with a key -> row map. With `directory`,
+    the matrix is a memory-mapped scratch file there (see `_Rows`)."""
+
+    def __init__(self, dims: int, capacity: int = 64, directory: Path | None = None) -> None:
+        self.dims = dims
+        self.directory = directory
+        self._storage = _Rows(dims, directory)
         self._rows: dict[str, int] = {}
         self._seqs: list[int] = []
         self._keys: list[str] = []
         self._snapshot = StagingSnapshot(
-            np.empty((capacity, dims), dtype=np.float32),
+            self._storage.allocate(capacity, None),
             np.empty(capacity, dtype=np.float32),
             np.zeros(capacity, dtype=bool),
             self._keys,
             0,
         )
+
+    def empty(self, capacity: int = 64) -> StagingSet:
+        """A new, empty set stored like this one."""
+        return StagingSet(self.dims, capacity, self.directory)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -124,24 +173,30 @@ class StagingSet:
     def put(self, key: str, seq: int, vector: np.ndarray) -> None:
         """Stage `vector` as the key's live row (the old row, if any, dies after the new one
         is visible, so a concurrent search never misses the key)."""
+        self.put_many([key], [seq], np.asarray(vector, dtype=np.float32)[np.newaxis])
+
+    def put_many(self, keys: Sequence[str], seqs: Sequence[int], vectors: np.ndarray) -> None:
+        """`put` of each (distinct) key in turn, in one step: the rows become visible together,
+        then the replaced rows die."""
         snap = self._snapshot
-        row = snap.count
+        first, added = snap.count, len(keys)
         matrix, norms, alive = snap.matrix, snap.norms, snap.alive
-        if row == matrix.shape[0]:  # grow: new arrays; readers keep the old ones
-            capacity = 2 * row
-            matrix = np.concatenate([matrix, np.empty((row, self.dims), dtype=np.float32)])
-            norms = np.concatenate([norms, np.empty(row, dtype=np.float32)])
-            alive = np.concatenate([alive, np.zeros(capacity - row, dtype=bool)])
-        matrix[row] = vector
-        norms[row] = row_norms(vector[np.newaxis])[0]
-        alive[row] = True
-        self._keys.append(key)
-        self._seqs.append(seq)
-        old = self._rows.get(key)
-        self._rows[key] = row
-        self._snapshot = StagingSnapshot(matrix, norms, alive, self._keys, row + 1)
-        if old is not None:
-            alive[old] = False
+        if first + added > matrix.shape[0]:  # grow: new arrays; readers keep the old ones
+            capacity = max(2 * matrix.shape[0], first + added)
+            matrix = self._storage.allocate(capacity, matrix[:first])
+            norms = np.concatenate([norms[:first], np.empty(capacity - first, np.float32)])
+            alive = np.concatenate([alive[:first], np.zeros(capacity - first, dtype=bool)])
+        stop = first + added
+        self._storage.write(matrix, first, vectors)
+        norms[first:stop] = row_norms(vectors)
+        alive[first:stop] = True
+        self._keys.extend(keys)
+        self._seqs.extend(seqs)
+        replaced = [self._rows[key] for key in keys if key in self._rows]
+        self._rows.update(zip(keys, range(first, stop), strict=True))
+        self._snapshot = StagingSnapshot(matrix, norms, alive, self._keys, stop)
+        if replaced:
+            alive[replaced] = False
 
     def discard(self, key: str) -> None:
         row = self._rows.pop(key, None)

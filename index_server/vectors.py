@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from imagesim.enums import Metric
@@ -41,6 +43,28 @@ def as_vector(values: object, dims: int, metric: Metric, what: str = "vector") -
             reason=Reason.VECTOR_ZERO,
         )
     return vector
+
+
+def as_vectors(
+    values: Sequence[object], dims: int, metric: Metric, what: Callable[[int], str]
+) -> np.ndarray:
+    """`as_vector` of each of `values` at once: a (len, dims) float32 matrix. The first bad
+    row is named by `what(row)` in the same error `as_vector` gives."""
+    try:
+        matrix = np.array(values, dtype=np.float32)
+    except ValueError:  # rows of different lengths
+        matrix = np.zeros((0, 0), dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dims:
+        for n, row in enumerate(values):
+            as_vector(row, dims, metric, what(n))
+    magnitude_ok = (np.abs(matrix) <= MAX_ABS_VALUE).all(axis=1)
+    bad = ~magnitude_ok
+    if metric is Metric.ANGULAR:
+        bad |= np.einsum("ij,ij->i", matrix, matrix) < MIN_ANGULAR_NORM**2
+    if bad.any():
+        first = int(np.argmax(bad))
+        as_vector(matrix[first], dims, metric, what(first))
+    return matrix
 
 
 def distances(matrix: np.ndarray, query: np.ndarray, metric: Metric) -> np.ndarray:
