@@ -12,6 +12,7 @@ SOAK_SECONDS  ?= 180
 WEB_PORT      ?= 8080
 STAMP   := $(VENV)/.installed
 NODE_STAMP := examples/node/node_modules/.installed
+AXE_STAMP  := tests/web/axe/node_modules/.installed
 
 .PHONY: install protos serve demo web docs-images browser test test-fast lint typecheck soak bench clean
 
@@ -29,6 +30,11 @@ protos: $(STAMP)
 
 $(NODE_STAMP): examples/node/package.json examples/node/package-lock.json
 	npm ci --prefix examples/node --no-audit --no-fund --silent
+	touch $@
+
+# axe-core, which the browser tests inject into every page (accessibility checks).
+$(AXE_STAMP): tests/web/axe/package.json tests/web/axe/package-lock.json
+	npm ci --prefix tests/web/axe --no-audit --no-fund --silent
 	touch $@
 
 # Both servers in the foreground (one shard under $(DATA)); Ctrl-C stops them gracefully.
@@ -60,11 +66,11 @@ browser:
 	fi
 
 # Everything CI runs: lint, type check, the whole suite (browser tests included).
-test: lint typecheck $(NODE_STAMP) browser
+test: lint typecheck $(NODE_STAMP) $(AXE_STAMP) browser
 	$(BIN)/python -m pytest -q
 
 # The quick loop: skips the slow tests (recall at 25k, the soak, the benchmark smoke test).
-test-fast: protos $(NODE_STAMP) browser
+test-fast: protos $(NODE_STAMP) $(AXE_STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: protos
@@ -82,4 +88,4 @@ bench: protos
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) imagesim/v1 examples/node/node_modules .demo .bench .soak .typecheck build *.egg-info
+	rm -rf $(VENV) imagesim/v1 examples/node/node_modules tests/web/axe/node_modules .demo .bench .soak .typecheck build *.egg-info

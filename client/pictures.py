@@ -16,22 +16,18 @@ from typing import BinaryIO, cast
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
-
-# The embedder's default limits (decompression bombs): a picture over them is never decoded.
-DEFAULT_MAX_PIXELS = 80_000_000
-DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024
+from imagesim.images import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    decoded_bytes_per_pixel,
+    plan_decode,
+)
 
 BACKGROUND = (255, 255, 255)
 TILE_BACKGROUND = (238, 239, 241)
 TEXT = (33, 37, 41)
 MUTED = (108, 117, 125)
 ACCENT = (13, 110, 253)
-
-
-def decoded_bytes(image: Image.Image) -> int:
-    """Bytes the decoded pixels take (16-bit and 32-bit modes count their width)."""
-    bits = {"I": 32, "F": 32, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16}.get(image.mode, 8)
-    return image.width * image.height * len(image.getbands()) * bits // 8
 
 
 def picture(
@@ -42,29 +38,15 @@ def picture(
 ) -> Image.Image:
     """An RGB copy of an image file that fits in `box` x `box` pixels.
 
-    Only the header is read before the size checks (InvalidArgument IMAGE_TOO_MANY_PIXELS over
-    `max_pixels`, IMAGE_TOO_LARGE if the pixels to decode would take more than
-    `max_decoded_bytes`); JPEGs are decoded at the smallest scale that still covers the box,
-    and that smaller size is what counts.
+    Only the header is read before the size checks (imagesim.images.plan_decode, the
+    Embedder's rule: InvalidArgument IMAGE_TOO_MANY_PIXELS over `max_pixels`, IMAGE_TOO_LARGE
+    if the pixels to decode would take more than `max_decoded_bytes`); JPEGs are decoded at
+    the smallest scale that still covers the box, and that smaller size is what counts.
     EXIF orientation is applied and transparency laid on white. A file Pillow cannot read is
     InvalidArgument IMAGE_UNDECODABLE; a path that cannot be opened raises its OSError."""
     try:
         with Image.open(source) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InvalidArgument(
-                    f"the image has {width} x {height} pixels; the limit is {max_pixels:,}",
-                    reason=Reason.IMAGE_TOO_MANY_PIXELS,
-                    metadata={"limit": str(max_pixels)},
-                )
-            image.draft("RGB", (box, box))
-            if decoded_bytes(image) > max_decoded_bytes:
-                raise InvalidArgument(
-                    f"the image's pixels would take {decoded_bytes(image):,} bytes decoded; "
-                    f"the limit is {max_decoded_bytes:,}",
-                    reason=Reason.IMAGE_TOO_LARGE,
-                    metadata={"limit": str(max_decoded_bytes)},
-                )
+            plan_decode(image, (box, box), max_pixels, max_decoded_bytes)
             upright = ImageOps.exif_transpose(image)
             upright.thumbnail((box, box), Image.Resampling.LANCZOS, reducing_gap=3.0)
             return _flatten(upright)
@@ -83,19 +65,39 @@ class Header:
     decoded_bytes: int  # its pixels in memory, at full size
 
 
+_NOT_AN_IMAGE = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    ValueError,
+    SyntaxError,  # some of Pillow's format plugins say "not this format" so
+)
+
+
 def image_header(data: bytes) -> Header:
     """The header of an encoded image; InvalidArgument IMAGE_UNDECODABLE if Pillow does not
     recognise it (IMAGE_TOO_MANY_PIXELS if it claims far more pixels than anything sane)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return Header(image.width, image.height, decoded_bytes(image))
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        ValueError,
-        SyntaxError,  # some of Pillow's format plugins say "not this format" so
-    ) as exc:
+            full = image.width * image.height * decoded_bytes_per_pixel(image.mode)
+            return Header(image.width, image.height, full)
+    except _NOT_AN_IMAGE as exc:
+        raise _undecodable(exc) from None
+
+
+def check_image(
+    data: bytes,
+    size: tuple[int, int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> None:
+    """Whether an encoded image decoded for `size` (width, height) keeps within the limits,
+    from its header alone (the rule of `picture` and the Embedder). InvalidArgument with the
+    reason if not; IMAGE_UNDECODABLE if Pillow does not recognise it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            plan_decode(image, size, max_pixels, max_decoded_bytes)
+    except _NOT_AN_IMAGE as exc:
         raise _undecodable(exc) from None
 
 

@@ -3,7 +3,8 @@
 Two steps, so the cheap checks run before any memory is committed: `open_image` reads the
 header only (format, size, mode), asks JPEG for a reduced-size decode (DCT scaling, "draft")
 where the source is at least twice the model's input, and enforces the limits: file bytes,
-declared pixels, decoded bytes per image (mode-aware). `decode_rgb` then decodes, converts to
+declared pixels, decoded bytes per image (mode-aware; the rule shared with the client and the
+web server, imagesim.images). `decode_rgb` then decodes, converts to
 8-bit RGB without float64 copies, and resizes to the model's input: uint8 (h, w, 3).
 The Embedder holds a DecodeBudget reservation of the decoded pixels between the two.
 """
@@ -18,16 +19,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
+from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, plan_decode
 
 MiB = 1024 * 1024
 ROWS_PER_CHUNK = 256  # 16-bit/32-bit -> 8-bit conversion works on this many rows at a time
-
-# Bytes per pixel of each Pillow mode in memory (Pillow keeps 2- and 3-band images in 4 bytes).
-_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
-
-
-def decoded_bytes_per_pixel(mode: str) -> int:
-    return _MODE_BYTES.get(mode, 4)
 
 
 @dataclass(frozen=True)
@@ -37,11 +32,11 @@ class ImageLimits:
 
     max_bytes: int = 32 * MiB  # the encoded file
     # declared width x height; more is a decompression bomb (below Pillow's own warning level)
-    max_pixels: int = 80_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     # one image decoded in memory (width x height x bytes per pixel of its mode): 32 Mpx of RGB,
     # 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused); JPEGs count at
     # their reduced decode size
-    max_decoded_bytes: int = 128 * MiB
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
     # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
     decode_budget_pixels: int = 200_000_000
@@ -92,30 +87,13 @@ def open_image(data: bytes, size: tuple[int, int], limits: ImageLimits) -> Opene
         )
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > limits.max_pixels:
-            raise InvalidArgument(
-                f"image is {width}x{height} = {width * height:,} pixels; the limit is "
-                f"{limits.max_pixels:,} (decompression bomb?)",
-                reason=Reason.IMAGE_TOO_MANY_PIXELS,
-                metadata={"limit": str(limits.max_pixels)},
-            )
-        if image.format == "JPEG":
-            image.draft("RGB", size)  # DCT scaling: decode at 1/2, 1/4 or 1/8 where it fits
+        # the shared rule (imagesim.images): pixels, JPEG draft scale, decoded bytes
+        plan_decode(image, size, limits.max_pixels, limits.max_decoded_bytes)
     except InvalidArgument:
         raise
     except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise _undecodable(len(data), exc) from exc
-    opened = OpenedImage(image, len(data))
-    decoded = opened.pixels * decoded_bytes_per_pixel(image.mode)
-    if decoded > limits.max_decoded_bytes:
-        raise InvalidArgument(
-            f"image is {width}x{height} {image.mode}: {decoded:,} bytes decoded; the limit is "
-            f"{limits.max_decoded_bytes:,} bytes",
-            reason=Reason.IMAGE_TOO_LARGE,
-            metadata={"limit": str(limits.max_decoded_bytes)},
-        )
-    return opened
+    return OpenedImage(image, len(data))
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

@@ -12,10 +12,10 @@ from imagesim.client.pictures import (
     ACCENT,
     TILE_BACKGROUND,
     Tile,
+    check_image,
     contact_sheet,
     fit_text,
     font,
-    image_header,
     picture,
 )
 from imagesim.errors import InvalidArgument, Reason
@@ -56,27 +56,26 @@ def test_exif_orientation_transparency_and_16_bit_pictures():
 
 def test_a_bomb_is_refused_from_its_header_and_junk_is_undecodable():
     bomb = png_claiming(20_000, 5_000)  # 100 Mpx claimed in 70 bytes
-    assert image_header(bomb).width == 20_000 and image_header(bomb).height == 5_000
     with pytest.raises(InvalidArgument) as refused:
         picture(io.BytesIO(bomb), 64, max_pixels=80_000_000)
     assert refused.value.reason == Reason.IMAGE_TOO_MANY_PIXELS
     assert refused.value.metadata == {"limit": "80000000"}
     deep = png_claiming(8944, 8944, bits=16)  # 80 Mpx, but 160 MB of 16-bit pixels
-    assert image_header(deep).decoded_bytes == 8944 * 8944 * 2
-    with pytest.raises(InvalidArgument) as heavy:
-        picture(io.BytesIO(deep), 64)
-    assert heavy.value.reason == Reason.IMAGE_TOO_LARGE
+    for check in (lambda: check_image(deep, (64, 64)), lambda: picture(io.BytesIO(deep), 64)):
+        with pytest.raises(InvalidArgument, match=f"{8944 * 8944 * 2:,} bytes decoded") as heavy:
+            check()
+        assert heavy.value.reason == Reason.IMAGE_TOO_LARGE
     # A big JPEG is decoded at a fraction of its size: that is what counts.
     big = encoded(Image.new("RGB", (8000, 6000), (90, 120, 200)), "JPEG")
     assert picture(big, 64, max_decoded_bytes=8 * 1024 * 1024).size == (64, 48)
     huge = png_claiming(50_000, 50_000)  # over Pillow's own limit: refused when opened
-    for check in (lambda: image_header(huge), lambda: picture(io.BytesIO(huge), 64)):
+    for check in (lambda: check_image(huge, (64, 64)), lambda: picture(io.BytesIO(huge), 64)):
         with pytest.raises(InvalidArgument) as refused:
             check()
         assert refused.value.reason == Reason.IMAGE_TOO_MANY_PIXELS
     for junk in (b"plain text, not an image", b""):
         with pytest.raises(InvalidArgument) as bad:
-            image_header(junk)
+            check_image(junk, (64, 64))
         assert bad.value.reason == Reason.IMAGE_UNDECODABLE
         assert "image format" in bad.value.message and "BytesIO" not in bad.value.message
     whole = encoded(photo("coffee").convert("RGB"), "JPEG").getvalue()
@@ -109,3 +108,26 @@ def test_long_keys_keep_their_end():
     short = fit_text(key, face, 120)
     assert short.startswith("…") and short.endswith("IMG_0042.jpg") and face.getlength(short) <= 120
     assert fit_text("a.jpg", face, 120) == "a.jpg"
+
+
+def test_the_client_and_the_embedder_judge_an_image_by_one_rule():
+    """imagesim.images.plan_decode, called by the Embedder, the client's pictures and the web
+    server: Pillow keeps RGB in 4 bytes a pixel, and a large JPEG counts at the scale it is
+    decoded at (issue 16: the web server counted 3 bytes at full size, the Embedder 4 at
+    1/8, so each refused what the other accepted)."""
+    from imagesim.embedder_server.preprocess import ImageLimits, open_image
+    from imagesim.testing.hostile import jpeg_claiming
+
+    model = (299, 299)
+    photo_72mpx = jpeg_claiming(9000, 8000)  # 288 MB at full size, 4.5 MB at 1/8
+    assert open_image(photo_72mpx, model, ImageLimits()).image.size == (1125, 1000)
+    check_image(photo_72mpx, model)
+    rgb_36mpx = png_claiming(6000, 6000, rgb=True)  # 144 MB decoded (108 MB at 3 bytes)
+    for check in (
+        lambda: open_image(rgb_36mpx, model, ImageLimits()),
+        lambda: check_image(rgb_36mpx, model),
+        lambda: picture(io.BytesIO(rgb_36mpx), 64),
+    ):
+        with pytest.raises(InvalidArgument, match="144,000,000 bytes decoded") as refused:
+            check()
+        assert refused.value.reason == Reason.IMAGE_TOO_LARGE

@@ -37,6 +37,7 @@ from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.errors import install_error_handlers, openapi_errors
 from imagesim.web.login import add_login_routes
 from imagesim.web.metrics import HttpMetrics
+from imagesim.web.origin import SameOriginOnly
 from imagesim.web.reasons import WebReason
 from imagesim.web.settings import WebSettings
 from imagesim.web.thumbnails import ThumbnailCache
@@ -56,8 +57,11 @@ DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
 
 
 class SecurityHeaders:
-    """nosniff, no referrer, no framing on every answer; a strict CSP on everything but the
-    API docs (Swagger UI runs an inline script)."""
+    """nosniff, no referrer to other sites, no framing on every answer; a strict CSP on
+    everything but the API docs (Swagger UI runs an inline script).
+
+    Referrer-Policy is same-origin, not no-referrer: under no-referrer a browser sends
+    `Origin: null` with the page's own form posts, which imagesim.web.origin must refuse."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -68,7 +72,7 @@ class SecurityHeaders:
             return
         extra = [
             (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
+            (b"referrer-policy", b"same-origin"),
             (b"x-frame-options", b"DENY"),
         ]
         if scope["path"] not in DOCS_PATHS:
@@ -249,12 +253,14 @@ def create_app(
         timeout=settings.upload_timeout,
         max_concurrent=settings.max_uploads,
     )
-    # Middleware runs outermost (added last) first: metrics, headers, Host, key, upload limits.
-    # A caller without a key is refused before an upload takes a slot or a byte is buffered.
+    # Middleware runs outermost (added last) first: metrics, headers, Host, origin, key, upload
+    # limits. Another site's request, or a caller without a key, is refused before an upload
+    # takes a slot or a byte is buffered.
     if keys is not None:
         app.add_middleware(ApiKeyAuth, keys=keys)
         add_login_routes(app, keys, STATIC / "login.html")
         add_bearer_scheme(app, {"/healthz", "/readyz"})
+    app.add_middleware(SameOriginOnly)  # keys or not: the API works for its own pages only
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)
     if registry is not None:

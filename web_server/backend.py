@@ -19,16 +19,15 @@ import numpy as np
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import Item, ShardStatus
-from imagesim.client.pictures import (
-    DEFAULT_MAX_DECODED_BYTES,
-    DEFAULT_MAX_PIXELS,
-    image_header,
-)
+from imagesim.client.pictures import check_image
 from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
+from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from imagesim.params import SearchParams
 
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024  # the embedder's default, until its Info answers
+# The embedder's defaults, until its Info answers.
+DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+DEFAULT_INPUT_SIZE = (299, 299)  # InceptionV3's: what an upload is decoded for
 LIMITS_RETRY_SECONDS = 5.0
 READINESS_TTL_SECONDS = 2.0
 
@@ -39,6 +38,7 @@ class UploadLimits:
     max_image_pixels: int
     max_decoded_bytes: int  # the pixels decoded in memory
     from_embedder: bool  # False: defaults, the embedder has not answered yet
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (width, height) the model decodes for
 
 
 class Backend:
@@ -75,12 +75,15 @@ class Backend:
         limits = None
         if ask:
             try:
-                info = self.embedder.info(timeout=2.0).limits
+                info = self.embedder.info(timeout=2.0)
                 limits = UploadLimits(
-                    int(info.max_image_bytes) or DEFAULT_MAX_IMAGE_BYTES,
-                    int(info.max_image_pixels) or DEFAULT_MAX_PIXELS,
-                    int(info.max_decoded_bytes) or DEFAULT_MAX_DECODED_BYTES,
+                    int(info.limits.max_image_bytes) or DEFAULT_MAX_IMAGE_BYTES,
+                    int(info.limits.max_image_pixels) or DEFAULT_MAX_PIXELS,
+                    int(info.limits.max_decoded_bytes) or DEFAULT_MAX_DECODED_BYTES,
                     True,
+                    (int(info.input_width), int(info.input_height))
+                    if info.input_width and info.input_height
+                    else DEFAULT_INPUT_SIZE,
                 )
             except ImagesimError:
                 limits = None
@@ -98,8 +101,9 @@ class Backend:
         return limits
 
     def check_upload(self, data: bytes) -> None:
-        """The embedder's checks, done here first from the header alone, so an oversized or
-        non-image upload never costs a round trip (the embedder checks again)."""
+        """The embedder's checks (the same rule, imagesim.images), done here first from the
+        header alone, so an oversized or non-image upload never costs a round trip (the
+        embedder checks again)."""
         limits = self.limits()
         if not data:
             raise InvalidArgument("the uploaded file is empty", reason=Reason.IMAGE_EMPTY)
@@ -109,21 +113,7 @@ class Backend:
                 reason=Reason.IMAGE_TOO_LARGE,
                 metadata={"limit": str(limits.max_image_bytes)},
             )
-        header = image_header(data)
-        if header.decoded_bytes > limits.max_decoded_bytes:
-            raise InvalidArgument(
-                f"the image's pixels would take {header.decoded_bytes:,} bytes decoded; the "
-                f"limit is {limits.max_decoded_bytes:,}",
-                reason=Reason.IMAGE_TOO_LARGE,
-                metadata={"limit": str(limits.max_decoded_bytes)},
-            )
-        if header.width * header.height > limits.max_image_pixels:
-            raise InvalidArgument(
-                f"the image has {header.width} x {header.height} pixels; the limit is "
-                f"{limits.max_image_pixels:,}",
-                reason=Reason.IMAGE_TOO_MANY_PIXELS,
-                metadata={"limit": str(limits.max_image_pixels)},
-            )
+        check_image(data, limits.input_size, limits.max_image_pixels, limits.max_decoded_bytes)
 
     # ---- searches -------------------------------------------------------------------------
 

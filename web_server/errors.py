@@ -83,6 +83,7 @@ TITLES: dict[str, str] = {
     WebReason.UPLOAD_TOO_SLOW: "The upload took too long.",
     WebReason.TOO_MANY_UPLOADS: "Too many uploads at once: try again in a moment.",
     WebReason.BUSY: "The server is busy: try again in a moment.",
+    WebReason.CROSS_SITE: "Requests started by another site are refused.",
 }
 TITLES_BY_STATUS: dict[int, str] = {
     404: "Not found.",

@@ -81,6 +81,7 @@ def start_metrics(
 def serve(settings: WebSettings) -> None:
     import uvicorn
 
+    from imagesim.web.access_log import AccessLog
     from imagesim.web.app import create_app
 
     keys = load_keys(settings)
@@ -95,8 +96,9 @@ def serve(settings: WebSettings) -> None:
     bound = WebSettings(**{**settings.__dict__, "port": port})
     metrics_port = start_metrics(settings, registry, keys) if registry is not None else None
     config = uvicorn.Config(
-        create_app(bound, keys, registry),
+        AccessLog(create_app(bound, keys, registry), keys_checked=keys is not None),
         log_config=None,  # our logging configuration
+        access_log=False,  # AccessLog's instead: no query string of a refused request
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=settings.grace_seconds,  # type: ignore[arg-type]
         limit_concurrency=settings.max_connections,

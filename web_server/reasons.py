@@ -17,7 +17,7 @@ class WebReason(str, Enum):
     BUSY = "BUSY"  # thumbnail workers or the duplicates finder are taken: retry
     NO_SUCH_ROUTE = "NO_SUCH_ROUTE"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    CROSS_SITE = "CROSS_SITE"  # sign-in or sign-out started by another site's page
+    CROSS_SITE = "CROSS_SITE"  # an API call or form post another site's page started
 
     def __str__(self) -> str:  # the name itself, wherever a reason becomes text
         return self.value

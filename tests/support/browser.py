@@ -79,3 +79,20 @@ def set_viewport(driver, width: int, height: int) -> None:
 
 def viewport(driver) -> tuple[int, int]:
     return tuple(driver.execute_script("return [innerWidth, innerHeight]"))
+
+
+def axe_violations(driver, script: Path) -> list[dict]:
+    """The accessibility violations axe-core finds on the page `driver` shows, as it is now
+    (each: id, impact, help, helpUrl, nodes). `script` is axe-core's axe.min.js (the npm
+    package); it is injected once per page load."""
+    if not driver.execute_script("return typeof window.axe === 'object'"):
+        driver.execute_script(script.read_text())
+    driver.set_script_timeout(120)
+    answer = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => done(r.violations), e => done({error: String(e)}));"
+    )
+    if isinstance(answer, dict):
+        raise RuntimeError(f"axe-core failed: {answer['error']}")
+    return answer

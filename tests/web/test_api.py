@@ -160,6 +160,35 @@ def test_uploads_that_are_not_images_get_their_reason(http):
         assert error_of(answer)["reason"] == reason, filename
 
 
+def large_photo_jpeg(size: tuple[int, int]) -> bytes:
+    """A smooth RGB JPEG of `size` pixels (gradients compress: 72 Mpx make ~1.4 MB)."""
+    across = Image.linear_gradient("L").resize(size)
+    around = Image.radial_gradient("L").resize(size)
+    image = Image.merge("RGB", (across, around, across.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_uploads_are_judged_by_the_embedders_own_decode_rule(http, web_collection):
+    """A 9000 x 8000 JPEG (288 MB of pixels at full size) is decoded at 1/8 by the Embedder,
+    so it is searchable here as it is embeddable over gRPC; images whose decode would take
+    too much memory are still refused from their header."""
+    from imagesim.client.embedder_client import EmbedderClient
+
+    photo = large_photo_jpeg((9000, 8000))
+    with EmbedderClient(web_collection[0], 60) as embedder:
+        assert embedder.embed(photo).shape == (2048,)
+    upload = {"image": ("large.jpg", photo, "image/jpeg")}
+    answer = http.post("/api/search", files=upload, data={"k": "3"})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["neighbors"]) == 3
+    for data in (png_claiming(8944, 8944, bits=16), png_claiming(6000, 6000, rgb=True)):
+        refused = http.post("/api/search", files={"image": ("deep.png", data, "image/png")})
+        assert refused.status_code == 413 and error_of(refused)["reason"] == "IMAGE_TOO_LARGE"
+        assert "bytes decoded" in error_of(refused)["message"]
+
+
 def test_bad_parameters_are_422_and_unknown_routes_404(http, held_out_cat):
     upload = {"image": ("cat.jpg", held_out_cat.read_bytes(), "image/jpeg")}
     for data in (
@@ -461,6 +490,8 @@ def test_hosts_headers_docs_and_pages(http, web):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["x-frame-options"] == "DENY"
+    # No address of this server reaches another site; its own posts carry a real Origin.
+    assert page.headers["referrer-policy"] == "same-origin"
     assert http.get("/duplicates").status_code == 200
     docs = http.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text

@@ -2,7 +2,9 @@
 `make test` installs) driven by Selenium against real imagesim-web, Embedder and shard
 processes. Every test saves full-page screenshots under test-artifacts/browser/ (or
 $IMAGESIM_TEST_ARTIFACTS/browser/) for people to look at, and checks the layout itself: no
-horizontal overflow, cards in aligned rows of equal width, text no smaller than 12 px.
+horizontal overflow, cards in aligned rows of equal width, text no smaller than 12 px; and
+every page state passes axe-core (the npm package in tests/web/axe, which `make test`
+installs) without a serious or critical violation.
 
 Without Chromium these tests fail (set IMAGESIM_SKIP_BROWSER=1 to skip them knowingly).
 """
@@ -28,10 +30,12 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from imagesim.web.auth import KEY_COOKIE
-from tests.support.browser import browser_paths, chromium, set_viewport, viewport
+from tests.support.browser import axe_violations, browser_paths, chromium, set_viewport, viewport
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("IMAGESIM_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
+AXE = REPO / "tests" / "web" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+SEVERE = ("serious", "critical")
 CHELSEA = {"chelsea.jpg", "chelsea_crop.jpg", "chelsea_half.jpg", "chelsea_mirror.jpg"}
 DESKTOP, PHONE = (1280, 900), (390, 844)
 
@@ -113,9 +117,30 @@ def screenshot(driver, filename: str) -> Path:
     return path
 
 
-def check_layout(driver, grids: str = "#grid") -> None:
+def check_accessibility(
+    driver, heading: bool = True, tolerated: frozenset[str] = frozenset()
+) -> None:
+    """axe-core finds no serious or critical violation on the page as it is now (but the
+    `tolerated` rules), and (our own pages) the page has a level-one heading."""
+    if not AXE.is_file():
+        raise RuntimeError(f"{AXE} is missing: run `make test` (npm ci in tests/web/axe)")
+    found = [
+        v for v in axe_violations(driver, AXE) if v["impact"] in SEVERE and v["id"] not in tolerated
+    ]
+    problems = [
+        f"{v['impact']} {v['id']} ({v['help']}) on {len(v['nodes'])} elements, first: "
+        f"{v['nodes'][0]['html'][:200]}"
+        for v in found
+    ]
+    assert not problems, f"{driver.current_url}: " + "; ".join(problems)
+    if heading:
+        headings = driver.find_elements(By.TAG_NAME, "h1")
+        assert any(h.is_displayed() for h in headings), f"{driver.current_url} shows no <h1>"
+
+
+def check_page(driver, grids: str = "#grid") -> None:
     """No sideways scrolling; in each grid the cards line up in rows, one width; every text
-    at least 12 px."""
+    at least 12 px; no serious accessibility problem (check_accessibility)."""
     overflow = driver.execute_script(
         "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
@@ -143,6 +168,7 @@ def check_layout(driver, grids: str = "#grid") -> None:
         ".map(e => parseFloat(getComputedStyle(e).fontSize)))"
     )
     assert smallest >= 12, f"text as small as {smallest} px"
+    check_accessibility(driver)
 
 
 def tab(driver) -> None:
@@ -166,7 +192,7 @@ def test_an_uploaded_photo_shows_its_near_duplicates_first(desktop, web, held_ou
     open_page(desktop, web.url + "/")
     wait(desktop, lambda d: d.find_element(By.ID, "limits").text)
     screenshot(desktop, "search-empty.png")
-    check_layout(desktop)
+    check_page(desktop)
     upload(desktop, held_out_cat)
     wait(desktop, lambda d: len(result_keys(d)) == 12)
     keys = result_keys(desktop)
@@ -180,7 +206,7 @@ def test_an_uploaded_photo_shows_its_near_duplicates_first(desktop, web, held_ou
     assert title == "12 images closest to held_out_cat.jpg"
     wait(desktop, pictures_loaded)
     assert not shown(desktop, "error")
-    check_layout(desktop)
+    check_page(desktop)
     screenshot(desktop, "search-results.png")
 
 
@@ -206,7 +232,7 @@ def test_a_click_searches_from_the_result_and_the_keyboard_gets_there_too(
     assert name(second) in desktop.find_element(By.ID, "results-title").text
     assert desktop.find_element(By.ID, "query-name").text.startswith(second)
     wait(desktop, pictures_loaded)
-    check_layout(desktop)
+    check_page(desktop)
     screenshot(desktop, "more-like-this.png")
     # The address is shareable: opened afresh it shows the same results.
     shared = desktop.current_url
@@ -285,7 +311,7 @@ def test_the_duplicates_page_shows_groups_and_the_threshold_changes_them(desktop
     assert desktop.find_element(By.ID, "max-distance").get_attribute("value") == "0.04"
     assert not shown(desktop, "pager")  # 11 groups fit on one page
     wait(desktop, pictures_loaded)
-    check_layout(desktop, ".strip")
+    check_page(desktop, ".strip")
     screenshot(desktop, "duplicates.png")
     # A tighter threshold: fewer groups, and the address says which.
     field = desktop.find_element(By.ID, "max-distance")
@@ -295,6 +321,7 @@ def test_the_duplicates_page_shows_groups_and_the_threshold_changes_them(desktop
     wait(desktop, lambda d: "within 0.01" in d.find_element(By.ID, "summary").text)
     tighter = desktop.find_elements(By.CSS_SELECTOR, ".group")
     assert 0 < len(tighter) < 11
+    check_page(desktop, ".strip")
     screenshot(desktop, "duplicates-tight.png")
     # A member opens the search page from it.
     member = tighter[0].find_element(By.CSS_SELECTOR, "li")
@@ -318,7 +345,7 @@ def test_a_non_image_upload_shows_a_readable_error(desktop, web, tmp_path):
     assert "notes.txt" in text and "Traceback" not in text and "BytesIO" not in text
     assert not shown(desktop, "results") and not shown(desktop, "chosen")
     assert desktop.find_element(By.ID, "error").get_attribute("role") == "alert"
-    check_layout(desktop)
+    check_page(desktop)
     screenshot(desktop, "error-not-an-image.png")
 
 
@@ -337,6 +364,7 @@ def test_too_large_and_shard_down_show_readable_errors(
     wait(desktop, lambda d: shown(d, "error"))
     text = desktop.find_element(By.ID, "error").text
     assert text.startswith("That image file is too large.") and "256 KB" in text
+    check_page(desktop)
     screenshot(desktop, "error-too-large.png")
 
     server, shard = stack_with_a_shard_to_kill
@@ -348,8 +376,24 @@ def test_too_large_and_shard_down_show_readable_errors(
     assert text.startswith("A search service is down or busy.")
     assert shard.address in text
     assert not shown(desktop, "results")
-    check_layout(desktop)
+    check_page(desktop)
     screenshot(desktop, "error-shard-down.png")
+
+
+# ---- the API docs ---------------------------------------------------------------------------
+
+
+# Swagger UI's own markup and styles (FastAPI's page, the swagger-ui-dist bundle), not ours:
+# grey-on-white badges, <html> without lang, a copy button inside each operation's button.
+SWAGGER_UI_KNOWN = frozenset({"color-contrast", "html-has-lang", "nested-interactive"})
+
+
+def test_the_api_docs_page_has_no_other_serious_accessibility_problem(desktop, web):
+    open_page(desktop, web.url + "/docs")
+    wait(desktop, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+    # its title is an h2 (Swagger UI's)
+    check_accessibility(desktop, heading=False, tolerated=SWAGGER_UI_KNOWN)
+    screenshot(desktop, "api-docs.png")
 
 
 # ---- phone width --------------------------------------------------------------------------
@@ -359,7 +403,7 @@ def test_phone_width_pages_fit_in_two_columns(phone, web, held_out_cat):
     open_page(phone, web.url + "/")
     assert viewport(phone) == PHONE
     wait(phone, lambda d: d.find_element(By.ID, "limits").text)
-    check_layout(phone)
+    check_page(phone)
     screenshot(phone, "phone-search-empty.png")
     upload(phone, held_out_cat)
     wait(phone, lambda d: len(result_keys(d)) == 12)
@@ -369,12 +413,12 @@ def test_phone_width_pages_fit_in_two_columns(phone, web, held_out_cat):
         ".map(e => Math.round(e.getBoundingClientRect().left))"
     )
     assert len(set(lefts)) == 2  # two columns
-    check_layout(phone)
+    check_page(phone)
     screenshot(phone, "phone-search-results.png")
     open_page(phone, web.url + "/duplicates")
     wait(phone, lambda d: d.find_elements(By.CSS_SELECTOR, ".group"))
     wait(phone, pictures_loaded)
-    check_layout(phone, ".strip")
+    check_page(phone, ".strip")
     screenshot(phone, "phone-duplicates.png")
 
 
@@ -428,7 +472,7 @@ def test_signing_in_with_a_read_key_shows_results_and_thumbnails(
     open_page(trusting, base + "/duplicates")
     wait(trusting, lambda d: d.current_url.startswith(base + "/login?next=%2Fduplicates"))
     assert not shown(trusting, "error")
-    check_layout(trusting)
+    check_page(trusting)
     screenshot(trusting, "sign-in.png")
     # A write key is refused (a browser keeps only read keys), and so is a wrong one.
     # Each wait names its own refusal: after the first, the page already shows an error.
@@ -454,11 +498,11 @@ def test_signing_in_with_a_read_key_shows_results_and_thumbnails(
     assert {name(k) for k in result_keys(trusting)[:4]} == CHELSEA
     wait(trusting, pictures_loaded)
     assert not shown(trusting, "error")
-    check_layout(trusting)
+    check_page(trusting)
     screenshot(trusting, "search-results-signed-in.png")
     set_viewport(trusting, *PHONE)  # four menu entries still fit a phone
     try:
-        check_layout(trusting)
+        check_page(trusting)
         screenshot(trusting, "phone-search-results-signed-in.png")
     finally:
         set_viewport(trusting, *DESKTOP)

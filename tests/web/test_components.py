@@ -20,6 +20,7 @@ from imagesim.errors import PermissionDenied, Unavailable
 from imagesim.web.app import _signature
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
+from imagesim.web.origin import foreign
 from imagesim.web.thumbnails import ThumbnailCache
 from tests.support.samples import write_sample_photos
 from tests.support.vectors import structured
@@ -159,3 +160,33 @@ def test_one_duplicate_search_at_a_time_and_results_reused_until_the_collection_
         backend.close()
     assert not jobs._thread.is_alive()
     assert np.isfinite(report.seconds)
+
+
+@pytest.mark.parametrize(
+    "scheme, host, headers, refused",
+    [
+        ("http", "127.0.0.1:8080", {}, False),  # a program
+        ("http", "127.0.0.1:8080", {"sec-fetch-site": "same-origin"}, False),
+        ("http", "127.0.0.1:8080", {"sec-fetch-site": "none"}, False),  # typed in
+        ("http", "127.0.0.1:8080", {"sec-fetch-site": "same-site"}, True),
+        ("http", "127.0.0.1:8080", {"sec-fetch-site": "Cross-Site"}, True),
+        ("http", "127.0.0.1:8080", {"origin": "http://127.0.0.1:8080"}, False),
+        ("http", "127.0.0.1:8080", {"origin": "HTTP://127.0.0.1:8080"}, False),
+        ("http", "127.0.0.1:8080", {"origin": "http://127.0.0.1:8081"}, True),
+        ("http", "127.0.0.1:8080", {"origin": "https://127.0.0.1:8080"}, True),
+        ("http", "127.0.0.1:8080", {"origin": "null"}, True),
+        ("http", "127.0.0.1:8080", {"origin": ""}, True),
+        ("https", "imagesim.example", {"origin": "https://imagesim.example"}, False),
+        ("https", "imagesim.example:443", {"origin": "https://imagesim.example"}, False),
+        ("https", "imagesim.example", {"origin": "https://imagesim.example:443"}, False),
+        ("https", "imagesim.example", {"origin": "https://imagesim.example.evil"}, True),
+        ("http", "[::1]:8080", {"origin": "http://[::1]:8080"}, False),
+    ],
+)
+def test_the_origin_rule(scheme, host, headers, refused):
+    scope = {
+        "scheme": scheme,
+        "headers": [(b"host", host.encode())]
+        + [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+    assert (foreign(scope) is not None) == refused

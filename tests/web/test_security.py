@@ -10,11 +10,12 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import pytest
@@ -238,9 +239,10 @@ def test_sign_in_sets_a_strict_cookie_that_reads_the_api_and_sign_out_forgets_it
         assert http.get("/api/thumbnail", params={"key": key}).status_code == 200  # <img src>
         assert http.get("/").status_code == 200
         assert http.get("/api/limits").json()["api_keys"] is True
-        # Same site but another host (a sibling subdomain's <img src> or form): the cookie
-        # does not count there; typed addresses and this page's own requests do.
-        for site, status in (("same-site", 401), ("cross-site", 401), ("same-origin", 200)):
+        # Same site but another host (a sibling subdomain's <img src> or form): the API is
+        # refused there (imagesim.web.origin); typed addresses and this page's own requests
+        # pass.
+        for site, status in (("same-site", 403), ("cross-site", 403), ("same-origin", 200)):
             answer = http.get("/api/stats", headers={"Sec-Fetch-Site": site})
             assert answer.status_code == status, site
         assert http.get("/", headers={"Sec-Fetch-Site": "none"}).status_code == 200
@@ -319,6 +321,26 @@ def test_sign_in_refuses_other_sites_and_oversized_or_slow_forms(secure_web, pki
         assert http.post("/login", content=fields.encode()).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "null", "https://127.0.0.1:1", "http://{own}"]
+)
+def test_sign_in_refuses_another_origin_when_the_browser_sends_no_fetch_metadata(
+    secure_web, pki, origin
+):
+    """Browsers without Sec-Fetch-Site still send Origin on a form post: another site's
+    page (or a sandboxed one: null) cannot sign the browser in with the attacker's key."""
+    own = secure_web.url.removeprefix("https://")
+    with no_key_logged(secure_web, pki), client(secure_web, pki) as http:
+        answer = sign_in(http, pki.keys["read"], headers={"Origin": origin.format(own=own)})
+        assert answer.status_code == 403, answer.text
+        error = error_of(answer)
+        assert error["reason"] == "CROSS_SITE" and error["code"] == "PERMISSION_DENIED"
+        assert "set-cookie" not in answer.headers
+        assert http.post("/logout", headers={"Origin": origin.format(own=own)}).status_code == 403
+        signed_in = sign_in(http, pki.keys["read"], headers={"Origin": secure_web.url})
+        assert signed_in.status_code == 303 and signed_in.headers["set-cookie"]
+
+
 def test_a_key_without_the_role_a_route_needs_is_403_naming_the_role(pki):
     """Every route of the web server needs `read`, which every key has, so no route answers
     403 today; the middleware's rule for a route needing more, on a real ASGI stack."""
@@ -343,6 +365,68 @@ def test_a_key_without_the_role_a_route_needs_is_403_naming_the_role(pki):
     for role in ("write", "admin"):
         assert asyncio.run(call(pki.keys[role])).status_code == 200
     assert asyncio.run(call(WRONG_KEY)).status_code == 401
+
+
+# ---- other sites' pages -------------------------------------------------------------------
+
+
+def test_a_keyless_server_does_no_work_for_other_sites(web, web_root, held_out_cat):
+    """Any page the local user visits could otherwise make their browser start embeddings
+    and whole-collection duplicate searches on the default (keyless, loopback) server."""
+    host, port = urlsplit(web.url).hostname, urlsplit(web.url).port
+    foreign = [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port of this host is another program
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://{host}:{port + 1}"},
+        {"Origin": f"https://{host}:{port}"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"},
+    ]
+    own = [
+        {"Sec-Fetch-Site": "same-origin", "Origin": web.url},  # the page's own requests
+        {"Sec-Fetch-Site": "none"},  # an address typed in
+        {},  # a program
+    ]
+    calls = [
+        c for c in api_calls(web_root, held_out_cat) if c[1] != "/openapi.json"
+    ]  # search, similar, duplicates, item, thumbnail, stats, limits
+    with httpx.Client(base_url=web.url, timeout=60) as http:
+        for headers in foreign:
+            for method, path, kwargs in calls:
+                answer = http.request(method, path, headers=headers, **kwargs)
+                assert answer.status_code == 403, (headers, path, answer.text[:300])
+                error = error_of(answer)
+                assert error["reason"] == "CROSS_SITE" and error["code"] == "PERMISSION_DENIED"
+                assert unquote(path) in error["message"]
+        for headers in own:
+            for method, path, kwargs in calls:
+                answer = http.request(method, path, headers=headers, **kwargs)
+                assert answer.status_code in (200, 202), (headers, path, answer.text[:300])
+        # A link from another site still opens the pages.
+        for page in ("/", "/duplicates"):
+            assert http.get(page, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
+def test_a_key_put_in_the_address_is_not_logged(secure_web, pki):
+    """The server never reads a key from the query string, but the access log would keep it:
+    only a caller whose key was accepted has its query string logged."""
+    secret = "secret-" + uuid.uuid4().hex
+    start = len(secure_web.log_text())
+    with client(secure_web, pki) as http:
+        assert http.get("/api/stats", params={"key": secret}).status_code == 401
+        cross = {"Sec-Fetch-Site": "cross-site"}
+        assert http.get("/api/stats", params={"key": secret}, headers=cross).status_code == 403
+        page = http.get("/", params={"api_key": secret})
+        assert page.status_code == 303 and secret in page.headers["location"]
+        assert http.get(page.headers["location"]).status_code == 200  # the sign-in page
+    with client(secure_web, pki, pki.keys["read"]) as http:
+        assert http.get("/api/stats", params={"k": "7"}).status_code == 200
+    text = secure_web.log_text()[start:]
+    assert secret not in text
+    assert '"GET /api/stats?... HTTP/1.1" 401' in text
+    assert '"GET /login?... HTTP/1.1" 200' in text
+    assert '"GET /api/stats?k=7 HTTP/1.1" 200' in text  # an accepted caller's: all of it
 
 
 # ---- TLS ----------------------------------------------------------------------------------

@@ -54,6 +54,11 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+/** Words screen readers read as part of a link's name, not shown (.visually-hidden). */
+function hiddenText(text) {
+  return el("span", { className: "visually-hidden", text });
+}
+
 function showError(box, error) {
   box.replaceChildren(
     el("strong", { text: error.title || "Something went wrong." }),

@@ -55,8 +55,7 @@ function renderGroups(answer) {
               {
                 className: "card-link",
                 href: `/?key=${encodeURIComponent(m.key)}`,
-                title: `${m.key}\nMore like this`,
-                "aria-label": `${m.key}, closest member at ${formatDistance(m.closest)}. More like this.`,
+                title: `${m.key}\nMore like this`, // the link's description; its name is its text
               },
               thumbnail(m.thumbnail, ""),
               el(

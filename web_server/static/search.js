@@ -76,14 +76,15 @@ function render(answer, querySrc, queryLabel) {
         {
           className: "card-link",
           href: similarHref(n.key),
-          title: `${n.key}\nMore like this`,
-          "aria-label": `Rank ${n.rank}, distance ${formatDistance(n.distance)}, ${n.key}. More like this.`,
+          title: `${n.key}\nMore like this`, // the link's description; its name is its text
         },
         thumbnail(n.thumbnail, ""),
         el(
           "span",
           { className: "card-meta" },
+          hiddenText("Rank"),
           el("span", { className: "rank", text: `#${n.rank}` }),
+          hiddenText("distance"),
           el("span", { className: "distance", text: formatDistance(n.distance) }),
         ),
         el("span", { className: "card-name" }, breakable(name)),
