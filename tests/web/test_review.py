@@ -11,43 +11,10 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.review_plan import Action, plan_from_json
-from tests.support.cli import run_cli
-from tests.support.launch import ServerProcess, start_index
-from tests.support.samples import write_sample_photos
-from tests.support.web import WebProcess, start_web
+from tests.support.web import WebProcess
 from tests.web.conftest import start_secure_web, tls_client
 
 DISTANCE = 0.04
-
-
-@pytest.fixture(scope="module")
-def review_stack(
-    embedder_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, str, str, Path]]:
-    """Photos of their own indexed into one shard: (images root, embedder, shards, quarantine)."""
-    work = tmp_path_factory.mktemp("review")
-    root = work / "images"
-    write_sample_photos(root / "photos")
-    quarantine = work / "quarantine"
-    quarantine.mkdir()
-    shard = start_index(work / "s0.log", work / "s0", 2048)
-    run_cli(
-        "index", str(root), "--embedder", embedder_server.address, "--shards", shard.address,
-        "--report", str(work / "failed.tsv"),
-    )  # fmt: skip
-    yield root, embedder_server.address, shard.address, quarantine
-    shard.stop()
-
-
-@pytest.fixture(scope="module")
-def review_web(review_stack, tmp_path_factory) -> Iterator[WebProcess]:
-    root, embedder, shards, quarantine = review_stack
-    server = start_web(
-        tmp_path_factory.mktemp("review-web") / "web.log", embedder, shards, root,
-        "--quarantine", str(quarantine),
-    )  # fmt: skip
-    yield server
-    server.stop()
 
 
 @pytest.fixture

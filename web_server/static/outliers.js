@@ -27,8 +27,7 @@ function renderOutliers(answer) {
           {
             className: "card-link",
             href: o.similar,
-            title: `${o.key}\nMore like this`,
-            "aria-label": `${i + 1}. ${o.key}, score ${formatDistance(o.score)}. More like this.`,
+            title: `${o.key}\nMore like this`, // the link's description; its name is its text
           },
           thumbnail(o.thumbnail, ""),
           el(

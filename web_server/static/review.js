@@ -111,8 +111,8 @@ function decorate() {
           "div",
           { className: "card-choice" },
           el("label", { className: "choice" }, radio, el("span", { text: "Keep" })),
-          missing
-            ? el("span", { className: "choice muted", text: "no file" })
+          missing || kept
+            ? el("span", { className: "choice muted", text: missing ? "no file" : "kept" })
             : el("label", { className: "choice" }, box, el("span", { text: "Move" })),
         ),
       );
@@ -160,19 +160,37 @@ async function reviewGroups(maxDistance) {
   }
 }
 
+/** The plan with the person's edits, as the server wrote it: its text is downloaded and sent
+ * back to apply byte for byte (JSON.parse would round each file's mtime_ns, an integer past
+ * 2^53, and the apply would then see every file as changed). */
 async function editedPlan() {
-  const { body } = await api("/api/review/plan", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(editsBody()),
-  });
-  return body;
+  let response;
+  try {
+    response = await fetch("/api/review/plan", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(editsBody()),
+    });
+  } catch (e) {
+    throw new ApiError(0, { title: "The imagesim web server cannot be reached.", message: String(e) });
+  }
+  const text = await response.text();
+  if (!response.ok) {
+    let detail = { title: `The server answered ${response.status}.` };
+    try {
+      detail = JSON.parse(text).error || detail;
+    } catch (e) {
+      // not JSON: the status says it
+    }
+    throw new ApiError(response.status, detail);
+  }
+  return { text, plan: JSON.parse(text) }; // `plan` only for counting
 }
 
 async function downloadPlan() {
   try {
-    const plan = await editedPlan();
-    const blob = new Blob([JSON.stringify(plan, null, 2) + "\n"], { type: "application/json" });
+    const { text } = await editedPlan();
+    const blob = new Blob([text], { type: "application/json" });
     const link = el("a", { href: URL.createObjectURL(blob), download: "plan.json", hidden: true });
     document.body.append(link);
     link.click();
@@ -184,9 +202,9 @@ async function downloadPlan() {
 }
 
 async function applyPlan() {
-  let plan;
+  let plan, text;
   try {
-    plan = await editedPlan();
+    ({ plan, text } = await editedPlan());
   } catch (error) {
     reviewError(error);
     return;
@@ -209,7 +227,7 @@ async function applyPlan() {
     const { body } = await api("/api/review/apply", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(plan),
+      body: text,
     });
     review.result.replaceChildren(
       el("h2", { text: `Moved ${body.moved.length} file${body.moved.length === 1 ? "" : "s"}` }),
