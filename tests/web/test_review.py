@@ -3,6 +3,8 @@ API: real processes on loopback over a collection of their own (an apply moves i
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import httpx
 import pytest
 
 from imagesim.client.collection import Collection
+from imagesim.client.quarantine import LOCK_NAME
 from imagesim.client.review_plan import Action, plan_from_json
 from tests.support.web import WebProcess
 from tests.web.conftest import start_secure_web, tls_client
@@ -126,6 +129,20 @@ def test_apply_moves_the_files_removes_the_items_and_offers_the_manifest(http, r
     # The plan again: nothing left to move (files gone), nothing touched twice.
     again = http.post("/api/review/apply", json=data).json()
     assert again["items_removed"] == 0
+
+
+def test_one_apply_at_a_time_a_second_is_409(http, review_stack):
+    quarantine = review_stack[3]
+    data = plan_of(http)
+    fd = os.open(quarantine / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as an apply under way holds it
+        answer = http.post("/api/review/apply", json=data)
+    finally:
+        os.close(fd)
+    assert answer.status_code == 409, answer.text
+    error = answer.json()["error"]
+    assert error["reason"] == "APPLY_REFUSED" and "another apply" in error["message"]
 
 
 def test_a_plan_for_another_images_root_is_refused(http, tmp_path):
