@@ -116,7 +116,7 @@ def test_the_client_and_the_embedder_judge_an_image_by_one_rule():
     decoded at (issue 16: the web server counted 3 bytes at full size, the Embedder 4 at
     1/8, so each refused what the other accepted)."""
     from imagesim.embedder_server.preprocess import ImageLimits, open_image
-    from imagesim.testing.hostile import jpeg_claiming
+    from tests.support.hostile import jpeg_claiming
 
     model = (299, 299)
     photo_72mpx = jpeg_claiming(9000, 8000)  # 288 MB at full size, 4.5 MB at 1/8
