@@ -140,6 +140,33 @@ def make_plan(
     return plan
 
 
+def edit_group(plan: Plan, number: int, keep: str, skip: Iterable[str] = ()) -> None:
+    """A person's choice for group `number` (0-based): keep `keep`, leave the members in
+    `skip` alone (unticked), move the others. A member without a file stays `skip`.
+    InvalidArgument if the group, the keeper or a skipped key is not there."""
+    if not 0 <= number < len(plan.groups):
+        raise InvalidArgument(f"there is no group {number + 1} (the plan has {len(plan.groups)})")
+    group = plan.groups[number]
+    where = f"group {number + 1}"
+    by_key = {m.key: m for m in group.members}
+    skipped = set(skip)
+    for key in (keep, *skipped):
+        if key not in by_key:
+            raise InvalidArgument(f"{where}: {key[:200]!r} is not one of its members")
+    if keep in skipped:
+        raise InvalidArgument(f"{where}: the kept member {keep[:200]!r} cannot be skipped too")
+    if by_key[keep].note:  # no file to keep
+        raise InvalidArgument(f"{where}: {keep[:200]!r} cannot be kept: {by_key[keep].note}")
+    for member in group.members:
+        if member.key == keep:
+            member.action = Action.KEEP
+        elif member.note or member.key in skipped:
+            member.action = Action.SKIP
+        else:
+            member.action = Action.MOVE
+    group.keep = keep
+
+
 def save_plan(plan: Plan, path: Path) -> None:
     """Write the plan atomically (a reader never sees half a file)."""
     write_text_atomic(path, json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n")

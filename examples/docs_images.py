@@ -48,6 +48,29 @@ def page_shot(driver, path: Path) -> None:
     set_viewport(driver, WIDTH, 900)
 
 
+def review_shots(driver, out: Path) -> None:
+    """The duplicates review (the page already shows the groups): the first group's keeper
+    changed and a member unticked, then the confirmation of the move (cancelled)."""
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card-choice"))
+    group = driver.find_element(By.CSS_SELECTOR, '.group[data-group="0"]')
+    radios = group.find_elements(By.CSS_SELECTOR, 'input[type="radio"]:not(:checked)')
+    radios[0].click()
+    WebDriverWait(driver, 10).until(
+        lambda d: len(group.find_elements(By.CSS_SELECTOR, 'input[type="checkbox"]:checked')) >= 2
+    )
+    group.find_elements(By.CSS_SELECTOR, 'input[type="checkbox"]:checked')[-1].click()
+    page_shot(driver, WORK / "review.png")
+    small_png(WORK / "review.png", out / "web-review.png", height=900)
+    driver.find_element(By.ID, "apply-plan").click()
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None
+    )
+    time.sleep(0.3)
+    driver.save_screenshot(str(WORK / "review-confirm.png"))
+    small_png(WORK / "review-confirm.png", out / "web-review-confirm.png")
+    driver.find_element(By.CSS_SELECTOR, '#confirm button[value="cancel"]').click()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--weights", default="none")
@@ -57,7 +80,12 @@ def main() -> None:
         sheet = WORK / "sheet.png"
         run("query", str(demo.query), *demo.common, "-k", "5", "--sheet", str(sheet))
         small_png(sheet, args.out / "contact-sheet.png")
-        web = start_web(WORK / "web.log", demo.embedder.address, demo.addresses, demo.photos)
+        quarantine = WORK / "quarantine"  # the page offers the move; the pictures cancel it
+        quarantine.mkdir(parents=True, exist_ok=True)
+        web = start_web(
+            WORK / "web.log", demo.embedder.address, demo.addresses, demo.photos,
+            "--quarantine", str(quarantine),
+        )  # fmt: skip
         driver = chromium(Path(tempfile.mkdtemp(prefix="chromium-")), WIDTH, 900)
         try:
             driver.get(web.url + "/")
@@ -72,6 +100,13 @@ def main() -> None:
             WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".group"))
             page_shot(driver, WORK / "duplicates.png")
             small_png(WORK / "duplicates.png", args.out / "web-duplicates.png", height=900)
+            review_shots(driver, args.out)
+            driver.get(web.url + "/outliers?n=12")
+            WebDriverWait(driver, 60).until(
+                lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid li")) == 12
+            )
+            page_shot(driver, WORK / "outliers.png")
+            small_png(WORK / "outliers.png", args.out / "web-outliers.png", height=900)
         finally:
             driver.quit()
             web.stop()

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -39,9 +38,11 @@ from imagesim.web.login import add_login_routes
 from imagesim.web.metrics import HttpMetrics
 from imagesim.web.origin import SameOriginOnly
 from imagesim.web.reasons import WebReason
+from imagesim.web.review import add_review_routes
 from imagesim.web.settings import WebSettings
 from imagesim.web.thumbnails import ThumbnailCache
 from imagesim.web.uploads import UploadLimits
+from imagesim.web.urls import similar_url, thumbnail_url
 
 STATIC = Path(__file__).parent / "static"
 MAX_FILTERS = 16
@@ -99,14 +100,6 @@ def parse_where(pairs: list[str]) -> dict[str, str]:
             )
         where[name.strip()] = value.strip()
     return where
-
-
-def thumbnail_url(key: str) -> str:
-    return "/api/thumbnail?key=" + quote(key, safe="")
-
-
-def similar_url(key: str) -> str:
-    return "/?key=" + quote(key, safe="")
 
 
 def search_response(
@@ -280,6 +273,8 @@ def create_app(
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> FileResponse:
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    add_review_routes(app, settings, backend, jobs, lambda: _signature(backend), STATIC)
 
     # ---- health ---------------------------------------------------------------------------
 

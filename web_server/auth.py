@@ -9,8 +9,9 @@ the query string: addresses end up in logs, histories and Referer headers.
 Open: health (/healthz, /readyz: probes; /readyz names the services and their errors only to a
 caller with a read key), sign-in and sign-out, the static files (the page's own scripts and
 styles, the API docs' assets: the same files as in the package). Pages
-(/, /duplicates, /docs) without a key redirect to /login. Everything else, /api/* and
-/openapi.json included, needs `read`; a path nobody listed needs it too (closed by default).
+(/, /duplicates, /outliers, /docs) without a key redirect to /login. WRITE_PATHS (applying a
+duplicates plan, its manifests) need `write`. Everything else, /api/* and /openapi.json
+included, needs `read`; a path nobody listed needs it too (closed by default).
 No key or an unknown key: 401 with `WWW-Authenticate: Bearer`; a key without the role: 403
 naming the role.
 
@@ -45,7 +46,9 @@ KEY_COOKIE = "__Host-imagesim-key"
 REALM = "imagesim"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/static-offline-docs/")
-PAGES = frozenset({"/", "/duplicates", "/docs", "/redoc", "/docs/oauth2-redirect"})
+PAGES = frozenset({"/", "/duplicates", "/outliers", "/docs", "/redoc", "/docs/oauth2-redirect"})
+# Paths that change the collection or its files: they need `write` (imagesim.web.review)
+WRITE_PATHS = frozenset({"/api/review/apply", "/api/review/manifest"})
 # Sec-Fetch-Site values for which the cookie counts (absent: an older browser, SameSite decides)
 COOKIE_SITES = frozenset({"same-origin", "none"})
 # scope["state"] key: the caller's role when keys are checked (None: no valid key)
@@ -101,13 +104,26 @@ def presented_key(scope: Scope) -> tuple[str | None, bool]:
     return None, False
 
 
-def caller_may_read(scope: Scope) -> bool:
-    """Whether this request's caller holds a read key (True when no keys are checked)."""
+def role_needed(path: str) -> Role | None:
+    """The role a path needs (None: open)."""
+    if access_of(path) is Access.OPEN:
+        return None
+    return Role.WRITE if path in WRITE_PATHS else Role.READ
+
+
+def caller_may(scope: Scope, needed: Role) -> bool:
+    """Whether this request's caller holds a key with the `needed` role (True when no keys
+    are checked: keyless mode is one local user)."""
     state = scope.get("state") or {}
     if ROLE_STATE not in state:
         return True
     role: Role | None = state[ROLE_STATE]
-    return role is not None and role.allows(Role.READ)
+    return role is not None and role.allows(needed)
+
+
+def caller_may_read(scope: Scope) -> bool:
+    """Whether this request's caller holds a read key (True when no keys are checked)."""
+    return caller_may(scope, Role.READ)
 
 
 def login_redirect(scope: Scope) -> str:
@@ -159,7 +175,7 @@ class ApiKeyAuth:
     ) -> None:
         self.app = app
         self.keys = keys
-        self.needed = needed or (lambda path: None if access_of(path) is Access.OPEN else Role.READ)
+        self.needed = needed or role_needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -53,6 +53,8 @@ STATUS_BY_REASON: dict[str, int] = {
     WebReason.BUSY: 503,
     WebReason.NO_SUCH_ROUTE: 404,
     WebReason.METHOD_NOT_ALLOWED: 405,
+    WebReason.TOO_LARGE: 413,
+    WebReason.APPLY_REFUSED: 409,
 }
 
 # For reasons not listed above, by gRPC status code name.
@@ -84,6 +86,8 @@ TITLES: dict[str, str] = {
     WebReason.TOO_MANY_UPLOADS: "Too many uploads at once: try again in a moment.",
     WebReason.BUSY: "The server is busy: try again in a moment.",
     WebReason.CROSS_SITE: "Requests started by another site are refused.",
+    WebReason.TOO_LARGE: "The request is too large.",
+    WebReason.APPLY_REFUSED: "The plan cannot be applied now.",
 }
 TITLES_BY_STATUS: dict[int, str] = {
     404: "Not found.",
@@ -169,6 +173,7 @@ def openapi_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "the key's file lies outside --images-root",
         404: "no such item, or no file for it",
         408: "the upload did not arrive within --upload-timeout",
+        409: "refused now: no quarantine folder, another apply running, another collection",
         413: "image file or pixel count over the embedder's limit",
         415: "not an image",
         422: "a parameter out of range",

@@ -18,6 +18,8 @@ class WebReason(str, Enum):
     NO_SUCH_ROUTE = "NO_SUCH_ROUTE"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     CROSS_SITE = "CROSS_SITE"  # an API call or form post another site's page started
+    TOO_LARGE = "TOO_LARGE"  # a request body (a plan) over the server's limit
+    APPLY_REFUSED = "APPLY_REFUSED"  # no quarantine, another apply running, another collection
 
     def __str__(self) -> str:  # the name itself, wherever a reason becomes text
         return self.value

@@ -49,6 +49,7 @@ class WebSettings:
     api_keys: Path | None = None  # `ROLE KEY` file; None: no key needed
     insecure: bool = False  # allow a non-loopback bind without TLS and authentication
     metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
+    quarantine: Path | None = None  # where the duplicates page moves files; None: no apply
 
     @property
     def url(self) -> str:
@@ -87,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(relative keys are read under it, absolute keys only if they lie in it)",
         type=Path,
         required=True,
+    )
+    services.add(
+        "--quarantine",
+        None,
+        "folder the duplicates page's 'Move to quarantine' moves files into (with the "
+        "manifest that undoes it: imagesim undo); outside --images-root; default: none, the "
+        "page only downloads plans",
+        type=Path,
     )
     services.add(
         "--timeout",
@@ -183,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> WebSettings:
         parser.error("--shards needs at least one HOST:PORT")
     if not args.images_root.is_dir():
         parser.error(f"--images-root {args.images_root} is not a directory")
+    if args.quarantine is not None and not args.quarantine.is_dir():
+        parser.error(f"--quarantine {args.quarantine} is not a directory")
     positive = {
         "--max-k": args.max_k,
         "--upload-timeout": args.upload_timeout,
@@ -228,6 +239,7 @@ def parse_args(argv: list[str] | None = None) -> WebSettings:
         api_keys=args.api_keys,
         insecure=args.insecure,
         metrics_port=args.metrics_port,
+        quarantine=args.quarantine,
     )
     problem = settings.exposure_problem()
     if problem:

@@ -128,3 +128,34 @@ def secure_web(
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def review_stack(
+    embedder_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str, str, Path]]:
+    """Photos of their own indexed into one shard: (images root, embedder, shards, quarantine)."""
+    work = tmp_path_factory.mktemp("review")
+    root = work / "images"
+    write_sample_photos(root / "photos")
+    quarantine = work / "quarantine"
+    quarantine.mkdir()
+    shard = start_index(work / "s0.log", work / "s0", 2048)
+    run_cli(
+        "index", str(root), "--embedder", embedder_server.address, "--shards", shard.address,
+        "--report", str(work / "failed.tsv"),
+    )  # fmt: skip
+    yield root, embedder_server.address, shard.address, quarantine
+    shard.stop()
+
+
+@pytest.fixture(scope="module")
+def review_web(review_stack, tmp_path_factory) -> Iterator[WebProcess]:
+    """imagesim-web over review_stack with its quarantine folder (the page can move files)."""
+    root, embedder, shards, quarantine = review_stack
+    server = start_web(
+        tmp_path_factory.mktemp("review-web") / "web.log", embedder, shards, root,
+        "--quarantine", str(quarantine),
+    )  # fmt: skip
+    yield server
+    server.stop()

@@ -30,13 +30,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from imagesim.web.auth import KEY_COOKIE
-from tests.support.browser import (
-    axe_violations,
-    browser_paths,
-    chromium,
-    set_viewport,
-    viewport,
-)
+from tests.support.browser import axe_violations, browser_paths, chromium, set_viewport, viewport
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("IMAGESIM_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"

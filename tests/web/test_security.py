@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from imagesim.security import KeyFile, Role
-from imagesim.web.auth import KEY_COOKIE, ApiKeyAuth, cookie_value
+from imagesim.web.auth import KEY_COOKIE, WRITE_PATHS, ApiKeyAuth, cookie_value
 from imagesim.web.login import FORM_SECONDS, LOGIN_SECONDS
 from tests.pki import CertificateAuthority
 from tests.support.web import WebProcess
@@ -57,6 +57,9 @@ def api_calls(web_root: Path, held_out_cat: Path) -> list[tuple[str, str, dict]]
         ("GET", "/api/thumbnail", {"params": {"key": key}}),
         ("GET", "/api/stats", {}),
         ("GET", "/api/limits", {}),
+        ("GET", "/api/outliers", {"params": {"n": 3}}),
+        ("GET", "/api/review/config", {}),
+        ("POST", "/api/review/plan", {"json": {"max_distance": 0.04}}),
         ("GET", "/openapi.json", {}),
     ]
 
@@ -91,6 +94,7 @@ def test_every_role_may_call_every_api_route(secure_web, pki, web_root, held_out
             # The calls above are every route the API documents: a new one is not forgotten.
             paths = http.get("/openapi.json").json()["paths"]
         documented = {p.removesuffix("{key}") for p in paths if p.startswith("/api")}
+        documented -= WRITE_PATHS  # write routes: tests/web/test_review.py
         called = {p for _, p, _ in calls if p != "/openapi.json"}
         assert documented == {"/api/items/" if "/items/" in p else p for p in called}
 
@@ -390,7 +394,7 @@ def test_a_keyless_server_does_no_work_for_other_sites(web, web_root, held_out_c
     ]
     calls = [
         c for c in api_calls(web_root, held_out_cat) if c[1] != "/openapi.json"
-    ]  # search, similar, duplicates, item, thumbnail, stats, limits
+    ]  # search, similar, duplicates, item, thumbnail, stats, limits, outliers, review
     with httpx.Client(base_url=web.url, timeout=60) as http:
         for headers in foreign:
             for method, path, kwargs in calls:
@@ -596,6 +600,12 @@ def test_metrics_count_requests_by_route_template_and_status(secure_web, pki, we
         "/api/similar",
         "/api/duplicates",
         "/api/thumbnail",
+        "/api/outliers",
+        "/api/review/config",
+        "/api/review/plan",
+        "/api/review/apply",
+        "/api/review/manifest",
+        "/outliers",
         "/healthz",
         "/readyz",
         "/login",

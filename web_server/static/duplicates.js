@@ -74,9 +74,17 @@ function renderGroups(answer) {
         group.size > group.members.length
           ? el("p", { className: "note", text: `and ${group.size - group.members.length} more` })
           : null;
-      return el("section", { className: "group", "aria-label": `Group ${number}` }, heading, strip, more);
+      return el(
+        "section",
+        { className: "group", "aria-label": `Group ${number}`, "data-group": number - 1 },
+        heading,
+        strip,
+        more,
+      );
     }),
   );
+  if (answer.groups_total) reviewGroups(answer.max_distance);
+  else document.getElementById("review").hidden = true;
   const pager = document.getElementById("pager");
   pager.hidden = answer.pages <= 1;
   document.getElementById("page-info").textContent = `Page ${answer.page} of ${answer.pages}`;
