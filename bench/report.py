@@ -19,6 +19,8 @@ from bench.ray_local import RayResult
 from bench.scale import ScaleRow
 from bench.scale import describe as describe_scale
 from bench.startup import StartupResult
+from bench.sync import SyncResult
+from bench.sync import describe as describe_sync
 
 
 @dataclass
@@ -38,6 +40,7 @@ class BenchResults:
     duplicates: DuplicatesResult | None = None
     ray: list[RayResult] = field(default_factory=list)
     scale: list[ScaleRow] = field(default_factory=list)
+    sync: SyncResult | None = None
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,4 +130,6 @@ def table(results: BenchResults) -> str:
     if results.duplicates is not None:
         lines.append(describe_duplicates(results.duplicates))
     lines += [describe_scale(row) for row in results.scale]
+    if results.sync is not None:
+        lines.append(describe_sync(results.sync))
     return "\n".join(lines)

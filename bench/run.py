@@ -44,13 +44,14 @@ from bench.scale import DEFAULT_POINTS
 from bench.scale import run as scale
 from bench.shards import start_shards, stop_all
 from bench.startup import StartupResult, startup
+from bench.sync import run as sync
 from imagesim.client.dump import VectorDump
 from imagesim.embedder_server.runtimes import openvino as ovrt
 from imagesim.embedder_server.runtimes.select import load_runtime
 from tests.support.vectors import structured as structured_vectors
 
 REAL_DUMP = Path(".bench/reducers/vectors.npz")
-SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates", "ray")
+SECTIONS = ("raw", "served", "startup", "index", "fanout", "duplicates", "sync", "ray")
 # Opt-in (`--only scale`): one shard up to 1M items, an hour or more (bench.scale).
 OPT_IN = ("scale",)
 
@@ -127,6 +128,9 @@ def run(args: argparse.Namespace) -> BenchResults:
     if "duplicates" in sections:
         log("near-duplicate groups ...")
         results.duplicates = duplicates(quick, work / "duplicates")
+    if "sync" in sections:
+        log("a no-op sync ...")
+        results.sync = sync(work / "sync", 2000 if quick else 25_000)
     if "scale" in sections:
         log("scale: one shard per point ...")
         results.scale = scale(args.scale_points, work / "scale", work / "scale.json", log)

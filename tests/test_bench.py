@@ -53,6 +53,8 @@ def test_quick_benchmark_runs_every_section_and_its_figures_hold(tmp_path):
     assert rows["numpy exact"]["recall_at_10"] == 1.0  # measured against a full sort
     assert rows["annoy+rerank"]["recall_at_10"] >= 0.9
     assert results["fan_out"]["p50_ms"]["4 shards"] > 0
+    # A no-op sync over files the collection already holds embeds and removes nothing.
+    assert results["sync"]["files"] == 2000 and results["sync"]["embedded"] == 0
     # Local Ray and the gRPC dump embedded the same photos with the same model.
     [ray] = results["ray"]
     assert ray["config"] == "openvino/float32" and ray["images"] == 16
