@@ -21,6 +21,7 @@ from imagesim.client.quarantine import apply_plan, locked, undo
 from imagesim.client.review_plan import (
     Action,
     KeepRule,
+    Member,
     load_plan,
     make_plan,
     plan_from_json,
@@ -204,3 +205,45 @@ def test_an_apply_killed_midway_is_finished_by_running_it_again(collection, root
     assert sorted(collection.missing(FILES)) == ["a/deeper/copy.jpg", "a/small.jpg", "b/two.jpg"]
     back = undo(outcome.manifest, collection)
     assert back.items == 3 and collection.missing(FILES) == []
+
+
+def test_keys_outside_the_images_root_are_never_moved(collection, root, tmp_path):
+    outside = tmp_path / "elsewhere" / "x.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes((root / "b" / "two.jpg").read_bytes())
+    plan = make(collection, root)
+    group = next(g for g in plan.groups if g.keep == "b/one.jpg")
+    for key in (str(outside), "../elsewhere/x.jpg"):
+        group.members.append(Member(key, Action.MOVE, outside.stat().st_size))
+    outcome = apply_plan(plan, collection, tmp_path / "q", tmp_path / "q")
+    why = dict(outcome.skipped)
+    assert "not a file under the images root" in why[str(outside)]
+    assert "not a file under the images root" in why["../elsewhere/x.jpg"]
+    assert outside.exists() and outcome.items == 3
+
+
+def test_a_full_disk_moves_nothing_it_cannot_finish(collection, root, tmp_path, monkeypatch):
+    """Across file systems a move is a copy; a copy that fails (ENOSPC) leaves the source where
+    it was, no partial file in the quarantine, and the item in the collection."""
+    import errno
+
+    from imagesim.client import quarantine
+
+    def cross_device(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    real_copy = quarantine.shutil.copyfileobj
+
+    def disk_full(fin, fout, length=0):
+        real_copy(fin, fout, 10)  # some bytes land, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(quarantine.os, "link", cross_device)
+    monkeypatch.setattr(quarantine.shutil, "copyfileobj", disk_full)
+    plan = make(collection, root)
+    outcome = apply_plan(plan, collection, tmp_path / "q", tmp_path / "q")
+    assert outcome.items == 0 and outcome.done == []
+    assert all("No space left on device" in why for _, why in outcome.skipped)
+    assert not [p for p in (tmp_path / "q").rglob("*") if p.is_file() and p.suffix == ".jpg"]
+    assert not list((tmp_path / "q").rglob("*.imagesim-tmp"))
+    assert collection.missing(FILES) == [] and (root / "a" / "small.jpg").exists()
