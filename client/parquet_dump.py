@@ -35,7 +35,7 @@ except ImportError as exc:  # the client base install has no pyarrow
         "Parquet dumps need pyarrow: pip install 'imagesim[parquet]' (or 'imagesim[ray]')"
     ) from exc
 
-from imagesim.atomic import fsync_dir
+from imagesim.atomic import fsync_path
 from imagesim.errors import FailedPrecondition, Reason
 
 FORMAT = "1"
@@ -200,7 +200,7 @@ class _Writer:
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
 
     def abort(self) -> None:
         self._writer.close()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from imagesim.atomic import fsync_dir, write_atomic, write_text_atomic
+from imagesim.atomic import fsync_path, write_atomic, write_text_atomic
 from imagesim.client.collection import Collection
 from imagesim.client.images_root import ImagesRoot
 from imagesim.client.index_client import ItemToAdd
@@ -184,9 +184,9 @@ def _move(src: str, dst: str) -> None:
                 os.link(tmp, dst)
             finally:
                 Path(tmp).unlink(missing_ok=True)
-        fsync_dir(Path(dst).parent)
+        fsync_path(Path(dst).parent)
     os.unlink(src)
-    fsync_dir(Path(src).parent)
+    fsync_path(Path(src).parent)
 
 
 def apply_plan(
@@ -243,7 +243,7 @@ def apply_plan(
                     _move(entry.src, entry.dst)
                 else:
                     os.unlink(entry.src)
-                    fsync_dir(Path(entry.src).parent)
+                    fsync_path(Path(entry.src).parent)
             except OSError as exc:
                 outcome.skipped.append((entry.key, f"not moved: {exc.strerror or exc}"))
         # Only the items whose file is gone from the images root leave the collection.

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from annoy import AnnoyIndex
 
+from imagesim.atomic import fsync_path
 from imagesim.enums import Metric
 from imagesim.errors import FailedPrecondition, Reason
 from imagesim.index_server.item_store import Block
@@ -39,14 +40,6 @@ log = logging.getLogger(__name__)
 CURRENT = "CURRENT"
 GENERATIONS = "generations"
 INDEX_FILE = "index.ann"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -221,7 +214,7 @@ def _replace_file(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)
 
 
 def publish(data_dir: Path, generation: Generation) -> None:
@@ -235,7 +228,7 @@ def retire(data_dir: Path) -> None:
         os.unlink(data_dir / CURRENT)
     except FileNotFoundError:
         return
-    _fsync_path(data_dir)
+    fsync_path(data_dir)
 
 
 def remove_stale(data_dir: Path) -> None:
@@ -353,7 +346,7 @@ class GenerationBuilder:
         assert self.annoy is not None, "fill() first"
         self.annoy.build(trees, n_jobs=-1)
         self.annoy.unload()
-        _fsync_path(self.tmp / INDEX_FILE)
+        fsync_path(self.tmp / INDEX_FILE)
         _write_json(self.tmp / "items.json", {"keys": self.keys, "seqs": self.seqs})
         build_seconds = time.perf_counter() - self.started
         meta = {
@@ -367,11 +360,11 @@ class GenerationBuilder:
             "build_seconds": build_seconds,
         }
         _write_json(self.tmp / "meta.json", meta)
-        _fsync_path(self.tmp)
+        fsync_path(self.tmp)
         final = self.root / self.name
         shutil.rmtree(final, ignore_errors=True)
         os.rename(self.tmp, final)
-        _fsync_path(self.root)
+        fsync_path(self.root)
         generation = Generation.load(final, self.dims, self.metric)
         log.info(
             "generation %d: %d items, %d trees, %.2f s",
