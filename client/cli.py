@@ -26,7 +26,14 @@ from imagesim.client.bulk import (
     index_paths,
     write_failures,
 )
-from imagesim.client.cli_args import directory, enum_type, pair, shards, values
+from imagesim.client.cli_args import (
+    UsageError,
+    enum_type,
+    pair,
+    require_directory,
+    shards,
+    values,
+)
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.curate_commands import CURATE_COMMANDS, add_curate_commands
 from imagesim.client.dump import VectorDump, dump_folder
@@ -145,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "folder",
-        type=directory,
+        type=Path,
         metavar="DIR",
         nargs="?",
         help="folder of images (or give --from-dump)",
@@ -208,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="embed a folder once into a vector dump (.npz or .parquet); a re-run embeds only "
         "the files not in it yet",
     )
-    dump.add_argument("folder", type=directory, metavar="DIR")
+    dump.add_argument("folder", type=Path, metavar="DIR")
     dump.add_argument(
         "--out",
         type=Path,
@@ -348,7 +355,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return index_dump(args)
     if args.folder is None:
         raise UsageError("give a folder of images (DIR) or --from-dump FILE")
-    paths = list_images(args.folder)
+    paths = list_images(require_directory(args.folder))
     if not paths:
         raise ImagesimError(f"no image files under {args.folder}")
     with (
@@ -447,6 +454,7 @@ def print_report(report: BulkReport, done: str, total: int, failures: Path | Non
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    require_directory(args.folder)
     if args.engine == "ray":
         return ray_dump_command(args)
     parquet = is_parquet(args.out)
@@ -732,11 +740,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "duplicates": cmd_duplicates,
     **CURATE_COMMANDS,
 }
-
-
-class UsageError(Exception):
-    """The command line is wrong in a way argparse cannot see: `imagesim CMD: error: ...`,
-    exit code 2, as argparse reports its own usage errors."""
 
 
 # Exit code when the reader of stdout went away (`imagesim duplicates --json | head`): what a

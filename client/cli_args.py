@@ -42,11 +42,19 @@ def values(cls: type[Enum]) -> list[str]:
     return [str(member.value) for member in cls]
 
 
-def directory(value: str) -> Path:
-    """A folder argument: one that is not a directory is a usage error (exit 2)."""
-    path = Path(value)
+class UsageError(Exception):
+    """The command line is wrong in a way argparse cannot see: `imagesim CMD: error: ...`,
+    exit code 2, as argparse reports its own usage errors."""
+
+
+def require_directory(path: Path) -> Path:
+    """A folder argument: one that is not a directory is a usage error (exit 2). Checked when
+    the command runs, not while parsing, so a command line can be checked where the folder
+    does not exist (a Kubernetes Job's arguments, say)."""
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{value} is not a directory" if path.exists() else f"no such directory: {value}"
+        raise UsageError(
+            f"argument DIR: {path} is not a directory"
+            if path.exists()
+            else f"argument DIR: no such directory: {path}"
         )
     return path

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from imagesim.client.cli_args import directory
+from imagesim.client.cli_args import require_directory
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
@@ -41,7 +41,7 @@ def add_curate_commands(
         help="make the collection match a folder: add new files, re-embed changed ones, "
         "remove items whose files are gone",
     )
-    sync.add_argument("folder", type=directory, metavar="DIR")
+    sync.add_argument("folder", type=Path, metavar="DIR")
     sync.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sync.add_argument(
         "--watch",
@@ -97,6 +97,7 @@ def add_curate_commands(
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    require_directory(args.folder)
     with (
         EmbedderClient(args.embedder, args.timeout) as embedder,
         Collection(args.shards, args.timeout) as collection,

@@ -71,10 +71,14 @@ def test_a_folder_that_is_not_a_directory_is_a_usage_error(tmp_path):
             ("index", "nosuchdir"),
             "imagesim index: error: argument DIR: no such directory: nosuchdir",
         ),
-        (("dump", str(not_a_folder), "--out", "v.npz"), f"{not_a_folder} is not a directory"),
+        (
+            ("dump", str(not_a_folder), "--out", "v.npz"),
+            f"argument DIR: {not_a_folder} is not a directory",
+        ),
         (("index",), "imagesim index: error: give a folder of images (DIR) or --from-dump FILE"),
     ):
-        result = imagesim(*args, "--shards", "127.0.0.1:1", check=False)
+        shards = ("--shards", "127.0.0.1:1") if args[0] == "index" else ()
+        result = imagesim(*args, *shards, check=False)
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines()[-1].endswith(message), result.stderr
         assert "INTERNAL" not in result.stderr
