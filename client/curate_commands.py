@@ -123,9 +123,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 print(f"skipped {path}: {reason}", file=sys.stderr)
             print(report.summary() + _rate(plan), flush=True)
 
-        once()
         if args.watch and not args.dry_run:
             watch(args.folder, once)
+        else:
+            once()
     return 0
 
 
@@ -136,8 +137,9 @@ def _rate(plan: SyncPlan) -> str:
 
 
 def watch(folder: Path, run: Callable[[], None], debounce: float = WATCH_DEBOUNCE_SECONDS) -> None:
-    """Run `run` after the folder changes, once per burst of changes (quiet for `debounce`
-    seconds), until Ctrl-C."""
+    """Run `run` now, then again after the folder changes, once per burst of changes (quiet for
+    `debounce` seconds), until Ctrl-C. The observer starts before the first run, so a change made
+    while that run works is seen and followed by another run, never lost."""
     try:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
@@ -155,6 +157,7 @@ def watch(folder: Path, run: Callable[[], None], debounce: float = WATCH_DEBOUNC
     observer.start()
     print(f"watching {folder} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
+        run()
         while True:
             changed.wait()
             while changed.is_set():  # wait for the burst to end

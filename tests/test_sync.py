@@ -113,3 +113,26 @@ def test_an_interrupted_sync_finishes_on_the_next_run(folder, collection, embedd
 def test_sync_of_a_missing_folder_is_refused(tmp_path, collection):
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         plan_sync(tmp_path / "nope", collection)
+
+
+def test_watch_sees_a_change_made_while_the_first_sync_runs(tmp_path: Path):
+    """The observer starts before the first run: a file written while that run works triggers a
+    second run (the race that once lost the change and left `sync --watch` waiting forever)."""
+    import threading
+
+    from imagesim.client.curate_commands import watch
+
+    runs: list[int] = []
+
+    def run() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            (tmp_path / "during.jpg").write_bytes(b"x")  # a change while the first run works
+        else:
+            raise KeyboardInterrupt  # what Ctrl-C does: watch() returns
+
+    watcher = threading.Thread(target=watch, args=(tmp_path, run, 0.2), daemon=True)
+    watcher.start()
+    watcher.join(60)
+    assert not watcher.is_alive(), f"the change made during run 1 was lost (runs: {runs})"
+    assert runs == [0, 1]

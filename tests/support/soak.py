@@ -185,11 +185,37 @@ class Soak:
         import psutil
 
         named = {"embedder": self.embedder, **{f"shard{n}": s for n, s in enumerate(self.shards)}}
-        return {
-            name: psutil.Process(s.process.pid).memory_info().rss / 1e6
-            for name, s in named.items()
-            if s.process.poll() is None
-        }
+        # Anonymous resident memory (RSS less its file-backed pages): a shard's memory-mapped
+        # index grows with the items written, which is data, not a leak.
+        out = {}
+        for name, s in named.items():
+            if s.process.poll() is None:
+                info = psutil.Process(s.process.pid).memory_info()
+                out[name] = (info.rss - info.shared) / 1e6
+        return out
+
+    def settled_rss(self, seconds: float = 60.0, samples: int = 5) -> dict[str, float]:
+        """After the load has stopped: wait (up to `seconds`) until no shard is building, then
+        the lowest of a few samples half a second apart. A build swings a shard's memory by 2x
+        within seconds, so memory taken under load says more about when a build ran than about
+        a leak."""
+        deadline = time.monotonic() + seconds
+        for address in self.addresses:
+            with IndexClient(address, timeout=10) as shard:
+                while time.monotonic() < deadline:
+                    try:
+                        if not shard.stats().building:
+                            break
+                    except ImagesimError:  # a shard that cannot answer is judged as it is
+                        break
+                    time.sleep(0.2)
+        lowest: dict[str, float] = {}
+        for n in range(samples):
+            if n:
+                time.sleep(0.5)
+            for name, mb in self.rss().items():
+                lowest[name] = min(mb, lowest.get(name, mb))
+        return lowest
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
@@ -488,11 +514,11 @@ class Soak:
                 thread.start()
             fault_thread = threading.Thread(target=self.faults, name="soak-faults")
             fault_thread.start()
-            # Warm: after the key pools have filled and the first restart is over. RSS is
-            # sampled every second from then on; "warm" and "end" are the floors (lowest) of the
-            # first and last third of the samples: a shard's builds swing its RSS by 2x within
-            # seconds (89-218 MB in one 40 s run; anonymous memory 60-196 MB in a 180 s one,
-            # builds back to back near the end), and a leak shows as a rising floor.
+            # Warm: after the key pools have filled and the first restart is over. Memory is
+            # sampled every second from then on; "warm" is the floor (lowest) of the first third
+            # of the samples, "end" the floor once the load has stopped and builds have ended: a
+            # shard's builds swing its memory by 2x within seconds (anonymous memory 60-196 MB in
+            # a 180 s run, builds back to back near the end), and a leak shows as a rising floor.
             self.stop.wait(self.seconds * 0.45)
             warm_pids = self.pids()
             samples: list[tuple[float, dict[str, float]]] = []
@@ -504,18 +530,21 @@ class Soak:
             for thread in [*threads, fault_thread]:
                 thread.join(120)
             self.report.seconds = time.monotonic() - started
+            end = self.settled_rss()
             end_pids = self.pids()
             for name in warm_pids:
                 if warm_pids[name] != end_pids[name]:
                     continue  # restarted after warm-up: its growth is a new process's
-                self.judge_rss(name, samples)
+                self.judge_rss(name, samples, end)
             self.check()
         finally:
             self.stop_all()
         return self.report
 
-    def judge_rss(self, name: str, samples: list[tuple[float, dict[str, float]]]) -> None:
-        """Warm and end RSS of one process, from samples taken at least RSS_SETTLE_SECONDS
+    def judge_rss(
+        self, name: str, samples: list[tuple[float, dict[str, float]]], end: dict[str, float]
+    ) -> None:
+        """Warm and end memory of one process, warm from samples taken at least RSS_SETTLE_SECONDS
         after it (re)started serving: a restarted shard grows while it maps its index and
         reloads its staged items, which is not growth under load. Too few samples (a slow
         machine restarted it late in a short run): not judged, and said so."""
@@ -525,7 +554,10 @@ class Soak:
             self.report.rss_not_judged.append(name)
             return
         third = max(5, len(mine) // 3)
-        self.report.rss_mb[name] = (min(mine[:third]), min(mine[-third:]))
+        if name not in end:
+            self.report.rss_not_judged.append(name)
+            return
+        self.report.rss_mb[name] = (min(mine[:third]), end[name])
 
     def check(self) -> None:
         """The model-based consistency check."""
