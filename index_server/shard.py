@@ -36,6 +36,7 @@ from filelock import FileLock, Timeout
 from imagesim import reserved
 from imagesim.enums import Metric
 from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
+from imagesim.heap import release_free_memory
 from imagesim.index_server.generation import (
     Generation,
     GenerationBuilder,
@@ -490,6 +491,7 @@ class Shard:
             raise
         finally:
             self._building = False
+            release_free_memory()  # the build's blocks, back to the kernel
         self._build_failures = 0
         self._retry_build_at = 0.0
         self._last_build_error = ""
