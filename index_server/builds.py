@@ -23,12 +23,12 @@ from imagesim.errors import FailedPrecondition
 from imagesim.heap import release_free_memory
 from imagesim.index_server.generation import (
     Generation,
-    GenerationBuilder,
     current_generation,
     publish,
     remove_stale,
     retire,
 )
+from imagesim.index_server.generation_builder import GenerationBuilder
 from imagesim.index_server.item_store import ItemStore
 from imagesim.index_server.observer import ShardObserver
 
