@@ -8,10 +8,14 @@ limit named in the message and in ErrorInfo metadata ("limit").
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from imagesim.enums import Metric
 from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
+from imagesim.index_server.vectors import as_vectors
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,28 @@ def check_metadata(key: str, metadata: Mapping[str, str], limits: IndexLimits) -
             reason=Reason.METADATA_TOO_LARGE,
             metadata={"limit": str(limits.max_metadata_bytes)},
         )
+
+
+def check_items(
+    items: Sequence[tuple[str, object, Mapping[str, str]]],
+    dims: int,
+    metric: Metric,
+    limits: IndexLimits,
+) -> tuple[list[str], np.ndarray]:
+    """The keys and vectors (one matrix) of the items of an Add: keys valid and distinct,
+    metadata within its limit, every vector of `dims` values fit for `metric`."""
+    keys = [key for key, _, _ in items]
+    seen: set[str] = set()
+    for key, _, metadata in items:
+        check_key(key, limits, "key")
+        if key in seen:
+            raise InvalidArgument(
+                f"key {key[:80]!r} appears twice in one request", reason=Reason.KEY_DUPLICATE
+            )
+        seen.add(key)
+        if metadata:
+            check_metadata(key, metadata, limits)
+    matrix = as_vectors(
+        [values for _, values, _ in items], dims, metric, lambda n: f"item {keys[n][:80]!r}"
+    )
+    return keys, matrix

@@ -11,8 +11,8 @@ import pytest
 
 from imagesim.enums import Metric
 from imagesim.errors import FailedPrecondition, Reason
+from imagesim.index_server import builds as builds_module
 from imagesim.index_server import generation as generation_module
-from imagesim.index_server import shard as shard_module
 from imagesim.index_server import staging as staging_module
 from imagesim.index_server.item_store import ItemStore
 from imagesim.index_server.shard import CollectionLayout, Shard, ShardConfig
@@ -177,7 +177,7 @@ def test_a_failing_background_build_is_not_retried_on_every_write(tmp_path, monk
             attempts.append(1)
             raise OSError("disk full")
 
-    monkeypatch.setattr(shard_module, "GenerationBuilder", FailingBuilder)
+    monkeypatch.setattr(builds_module, "GenerationBuilder", FailingBuilder)
     shard = open_shard(tmp_path, auto_build=5)
     data = vectors(40)
     for i in range(8):
