@@ -179,7 +179,7 @@ def worker(shards: list[str], threshold: float, neighbours: int, out: Path) -> N
 
 def run(quick: bool, work: Path, count: int = 25_000) -> DuplicatesResult:
     from imagesim.client.collection import Collection
-    from imagesim.client.index_client import ItemToAdd
+    from imagesim.types import ItemToAdd
     from tests.support.launch import start_index
 
     count, dims, shard_count, sample = (1500, 256, 1, 300) if quick else (count, 2048, 2, 1000)

@@ -28,8 +28,10 @@ import numpy as np
 
 from bench.common import Machine, percentile
 from bench.duplicates import NEIGHBOURS, THRESHOLD
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim import protocol
+from imagesim.client.index_client import IndexClient
 from imagesim.pca import l2_normalise
+from imagesim.types import ItemToAdd
 from imagesim.v1 import index_pb2
 from tests.support.launch import ServerProcess, start_index
 from tests.support.vectors import structured
@@ -121,7 +123,9 @@ def ingest(
         chunk = structured(min(BATCH, items - first), dims, seed=1000 + first // BATCH)
         truth.add(first, chunk)
         request = index_pb2.AddRequest(
-            items=[ItemToAdd(key(first + i), row).to_proto() for i, row in enumerate(chunk)]
+            items=[
+                protocol.item_message(ItemToAdd(key(first + i), row)) for i, row in enumerate(chunk)
+            ]
         )
         started = time.perf_counter()
         client.stub.Add(request, timeout=600)

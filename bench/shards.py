@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
+from imagesim.types import ItemToAdd
 from tests.support.launch import ServerProcess, start_index
 
 

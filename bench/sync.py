@@ -20,8 +20,8 @@ import numpy as np
 
 from bench.common import Machine
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.sync import plan_sync
+from imagesim.types import ItemToAdd
 from tests.support.launch import start_index
 
 FOLDER_FANOUT = 250  # files per sub-folder, like a camera's DCIM folders

@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.pictures import image_size
 from imagesim.client.rpc import Deadline
 from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Reason
+from imagesim.types import ItemToAdd
 
 DNS_STREAMS = 2  # bulk streams over a dns:/// embedder name (its replica count is unknown)
 
@@ -162,7 +162,7 @@ def embed_files(
     the run (FailedPrecondition) rather than mix vectors."""
     info = embedder.info()
     expected = ModelIdentity.of(info)
-    max_bytes = info.limits.max_image_bytes
+    max_bytes = info.limits.max_bytes
     count = streams or embedder.replicas or DNS_STREAMS
     bar = tqdm(total=len(paths), unit="img", disable=not progress, dynamic_ncols=True)
     metadata: dict[str, dict[str, str]] = {}  # key -> metadata, while queued or in flight

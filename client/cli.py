@@ -7,7 +7,6 @@ import their extra's modules lazily and name the extra when it is missing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from imagesim import protocol, reserved
+from imagesim import reserved
 from imagesim.client.bulk import (
     DNS_STREAMS,
     BulkReport,
@@ -52,7 +51,7 @@ from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument
 from imagesim.images import list_images
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
-from imagesim.v1 import embedder_pb2
+from imagesim.types import EmbedderInfo
 from imagesim.version import add_version_flag
 
 DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
@@ -569,7 +568,7 @@ def neighbour_rows(result: SearchResult) -> list[dict[str, Any]]:
     ]
 
 
-def model_of(info: embedder_pb2.InfoResponse) -> tuple[str, str, str]:
+def model_of(info: EmbedderInfo) -> tuple[str, str, str]:
     """(fingerprint, runtime, precision) of what an embedder runs."""
     identity = ModelIdentity.of(info)
     return identity.fingerprint, identity.runtime, identity.precision
@@ -664,18 +663,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        for address, reply in zip(collection.addresses, collection.build(args.trees), strict=True):
-            seconds = protocol.seconds_of(reply.duration)
+        for built in collection.build(args.trees):
             print(
-                f"{address}: generation {reply.generation}, {reply.count} items, "
-                f"{reply.trees} trees, {seconds:.2f} s"
+                f"{built.shard}: generation {built.generation}, {built.count} items, "
+                f"{built.trees} trees, {built.seconds:.2f} s"
             )
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        rows = [dataclasses.asdict(status) for status in collection.status()]
+        rows = [status.row() for status in collection.stats()]
     total: dict[str, Any] = {
         "shards": len(rows),
         **{

@@ -19,16 +19,7 @@ import numpy as np
 
 from imagesim import protocol, reserved
 from imagesim.channel import ChannelSecurity
-from imagesim.client.index_client import (
-    BUILD_TIMEOUT,
-    IndexClient,
-    Item,
-    ItemToAdd,
-    Layout,
-    Neighbor,
-    ShardStatus,
-    neighbors,
-)
+from imagesim.client.index_client import BUILD_TIMEOUT, IndexClient
 from imagesim.client.merge import merge_top_k
 from imagesim.client.rpc import DEFAULT_TIMEOUT, Deadline, rpc_error
 from imagesim.enums import Metric
@@ -44,6 +35,7 @@ from imagesim.errors import (
 )
 from imagesim.params import SearchParams
 from imagesim.routing import home
+from imagesim.types import BuildResult, Item, ItemToAdd, Layout, Neighbor, ShardStatus
 from imagesim.v1 import index_pb2
 
 
@@ -126,16 +118,13 @@ class Collection:
                 raise result
         return results
 
-    def stats(self, timeout: float | None = None) -> list[index_pb2.StatsResponse]:
-        return self._all(
-            lambda s: s.stub.Stats, index_pb2.StatsRequest(), Deadline(timeout or self.timeout)
-        )
-
-    def status(self, timeout: float | None = None) -> list[ShardStatus]:
-        """Every shard's Stats in plain Python types, in the order of the shard list."""
+    def stats(self, timeout: float | None = None) -> list[ShardStatus]:
+        """Every shard's Stats, in the order of the shard list."""
+        deadline = Deadline(timeout or self.timeout)
+        replies = self._all(lambda s: s.stub.Stats, index_pb2.StatsRequest(), deadline)
         return [
-            ShardStatus.from_proto(address, stats)
-            for address, stats in zip(self.addresses, self.stats(timeout), strict=True)
+            protocol.shard_status_of(address, reply)
+            for address, reply in zip(self.addresses, replies, strict=True)
         ]
 
     # ---- layout ---------------------------------------------------------------------------
@@ -148,13 +137,13 @@ class Collection:
         one must answer). Returns the layout (version 0 if none is recorded yet)."""
         deadline = Deadline(timeout or self.timeout)
         answers = self._fan_out(lambda s: s.stub.Stats, index_pb2.StatsRequest(), deadline)
-        stats: dict[str, index_pb2.StatsResponse] = {}
+        stats: dict[str, ShardStatus] = {}
         for address, answer in zip(self.addresses, answers, strict=True):
             if isinstance(answer, ImagesimError):
                 if not allow_missing:
                     raise answer
             else:
-                stats[address] = answer  # type: ignore[assignment]
+                stats[address] = protocol.shard_status_of(address, answer)  # type: ignore[arg-type]
         if not stats:
             raise Unavailable("no shard answered: " + ", ".join(self.addresses))
         ids = {address: s.shard_id for address, s in stats.items()}
@@ -163,12 +152,11 @@ class Collection:
         shapes = {(s.dimension, s.metric) for s in stats.values()}
         if len(shapes) > 1:
             described = ", ".join(
-                f"{a}: {s.dimension}-d {protocol.metric_of(s.metric).value}"
-                for a, s in stats.items()
+                f"{a}: {s.dimension}-d {s.metric.value}" for a, s in stats.items()
             )
             raise _mismatch(f"the shards disagree on their vectors ({described})")
         dims, metric = shapes.pop()
-        recorded = {Layout.from_proto(s.layout) for s in stats.values() if s.layout.version}
+        recorded = {s.layout for s in stats.values() if s.layout.version}
         if not recorded:
             layout = Layout(0, tuple(sorted(ids.values())))
         elif len(recorded) > 1:
@@ -180,12 +168,12 @@ class Collection:
         else:
             layout = recorded.pop()
             self._check_listed(layout, ids, complete=len(stats) == len(self.shards))
-        self.dims, self.metric = dims, protocol.metric_of(metric)
+        self.dims, self.metric = dims, metric
         self.models: Counter[str] = Counter()  # items per model fingerprint prefix
         self.embedded_by: Counter[str] = Counter()  # items per runtime/precision
         for s in stats.values():
-            self.models.update(dict(s.models))
-            self.embedded_by.update(dict(s.embedded_by))
+            self.models.update(s.models)
+            self.embedded_by.update(s.embedded_by)
         self._layout = layout
         self._by_id = {ids[s.address]: s for s in self.shards if s.address in ids}
         return layout
@@ -296,12 +284,15 @@ class Collection:
                 present.update(k for k, here in zip(batch, flags, strict=True) if here)
         return [k for k in keys if k not in present]
 
-    def build(
-        self, trees: int = 0, timeout: float = BUILD_TIMEOUT
-    ) -> list[index_pb2.BuildResponse]:
-        return self._all(
+    def build(self, trees: int = 0, timeout: float = BUILD_TIMEOUT) -> list[BuildResult]:
+        """Build every shard at once; one answer per shard, in the order of the shard list."""
+        replies = self._all(
             lambda s: s.stub.Build, index_pb2.BuildRequest(trees=trees), Deadline(timeout)
         )
+        return [
+            protocol.build_result_of(reply, address)
+            for address, reply in zip(self.addresses, replies, strict=True)
+        ]
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -355,7 +346,7 @@ class Collection:
             reply: index_pb2.SearchResponse = result  # type: ignore[assignment]
             if reply.layout_version != layout.version:
                 layout = self.connect(allow_missing=allow_partial)  # refuses a bad list
-            found.append([neighbors(r, shard.address) for r in reply.results])
+            found.append([protocol.neighbors_of(r, shard.address) for r in reply.results])
         if missing and not allow_partial:
             if len(missing) == 1:
                 address, error = next(iter(missing.items()))

@@ -30,7 +30,7 @@ from imagesim.params import SearchParams
 
 if TYPE_CHECKING:
     from imagesim.client.collection import SearchResult
-    from imagesim.client.index_client import Item
+    from imagesim.types import Item
 
 # Angular distance sqrt(2 - 2 cos) under which two items count as near-duplicates unless told
 # otherwise. Measured on the sample photos with untrained weights: a photo's half-size, crop and

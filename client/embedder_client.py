@@ -11,8 +11,9 @@ import numpy as np
 from imagesim import protocol, reserved
 from imagesim.channel import parse_target
 from imagesim.client.rpc import ServiceClient, rpc_error, status_error
-from imagesim.enums import Space
+from imagesim.enums import Precision, Runtime, Space
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
+from imagesim.types import EmbedderInfo
 from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
 STREAM_TIMEOUT = 3600.0  # seconds: one deadline for a whole bulk stream unless given
@@ -27,13 +28,25 @@ class ModelIdentity:
     precision: str
 
     @classmethod
-    def of(cls, message: embedder_pb2.Embedding | embedder_pb2.InfoResponse) -> ModelIdentity:
-        """From an Embedding (what made this vector) or an InfoResponse (what the server
-        runs)."""
-        runtime = protocol.RUNTIME_OF.get(message.runtime)
-        precision = protocol.PRECISION_OF.get(message.precision)
+    def of(cls, info: EmbedderInfo) -> ModelIdentity:
+        """What an embedder runs (its Info)."""
+        return cls._named(info.model_fingerprint, info.runtime, info.precision)
+
+    @classmethod
+    def of_embedding(cls, embedding: embedder_pb2.Embedding) -> ModelIdentity:
+        """What made this vector."""
+        return cls._named(
+            embedding.model_fingerprint,
+            protocol.RUNTIME_OF.get(embedding.runtime),
+            protocol.PRECISION_OF.get(embedding.precision),
+        )
+
+    @classmethod
+    def _named(
+        cls, fingerprint: str, runtime: Runtime | None, precision: Precision | None
+    ) -> ModelIdentity:
         return cls(
-            message.model_fingerprint,
+            fingerprint,
             runtime.value if runtime is not None else "unspecified",
             precision.value if precision is not None else "unspecified",
         )
@@ -79,7 +92,7 @@ class EmbedStreamCall:
                     yield Embedded(
                         reply.id,
                         protocol.vector_of(reply.embedding.values),
-                        model=ModelIdentity.of(reply.embedding),
+                        model=ModelIdentity.of_embedding(reply.embedding),
                     )
         except grpc.RpcError as exc:
             raise rpc_error(exc, self._address, "the embedder") from None
@@ -100,13 +113,14 @@ class EmbedderClient(ServiceClient):
         """How many replicas the address names (None: a resolved name, count unknown)."""
         return parse_target(self.address).replicas
 
-    def info(self, timeout: float | None = None) -> embedder_pb2.InfoResponse:
-        return self._call(self.stub.Info, embedder_pb2.InfoRequest(), timeout)
+    def info(self, timeout: float | None = None) -> EmbedderInfo:
+        reply = self._call(self.stub.Info, embedder_pb2.InfoRequest(), timeout)
+        return protocol.embedder_info_of(reply)
 
     def dimension(self, space: Space = Space.FULL, timeout: float | None = None) -> int:
         """Vector length in `space`; FailedPrecondition if the server does not offer it."""
         for offered in self.info(timeout).spaces:
-            if offered.space == protocol.SPACES[Space(space)]:
+            if offered.space == Space(space):
                 return offered.dimension
         raise FailedPrecondition(
             f"the embedder at {self.address} does not offer the {Space(space).value} space",

@@ -35,9 +35,9 @@ import numpy as np
 from imagesim.atomic import fsync_path, write_atomic, write_text_atomic
 from imagesim.client.collection import Collection
 from imagesim.client.images_root import ImagesRoot
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.review_plan import Plan
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, NotFound
+from imagesim.types import ItemToAdd
 
 MANIFEST_FORMAT = "imagesim-quarantine-manifest"
 LOCK_NAME = ".imagesim-quarantine.lock"

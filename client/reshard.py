@@ -28,9 +28,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from imagesim.client.index_client import IndexClient, ItemToAdd, Layout
+from imagesim.client.index_client import IndexClient
 from imagesim.errors import FailedPrecondition, Reason
 from imagesim.routing import home
+from imagesim.types import ItemToAdd, Layout
 
 PAGE = 256
 
@@ -79,7 +80,7 @@ class Resharder:
         ids = {a: s.shard_id for a, s in stats.items()}
         old_ids = tuple(sorted(ids[a] for a in self.old))
         new_ids = tuple(sorted(ids[a] for a in self.new))
-        layouts = {a: Layout.from_proto(s.layout) for a, s in stats.items()}
+        layouts = {a: s.layout for a, s in stats.items()}
         report = ReshardReport()
         final = next(
             (

@@ -21,9 +21,9 @@ from pathlib import Path, PurePath
 from imagesim.client.bulk import BulkReport, add_vectors, embed_files, path_key
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import Item
 from imagesim.enums import Space
 from imagesim.images import list_images
+from imagesim.types import Item
 
 SCAN_PAGE = 2048  # items a Scan page carries (metadata only)
 SCAN_TIMEOUT = 3600.0  # one deadline for scanning a shard's items under the folder

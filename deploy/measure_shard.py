@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: tests.support
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
+from imagesim.types import ItemToAdd
 from tests.support.launch import ServerProcess, start_index
 from tests.support.vectors import structured
 

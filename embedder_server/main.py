@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
     settings = server_settings(args)
-    servicer = EmbedderServicer(stream_limits=settings.stream_limits.to_proto())
+    servicer = EmbedderServicer(stream_limits=settings.stream_limits)
     metrics = EmbedderMetrics()
 
     def load() -> list[Callable[[], None]]:

@@ -19,29 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
-from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, plan_decode
+from imagesim.images import plan_decode
+from imagesim.types import ImageLimits
+
+__all__ = ["ImageLimits", "OpenedImage", "decode_rgb", "load_rgb", "open_image", "preprocess"]
 
 MiB = 1024 * 1024
 ROWS_PER_CHUNK = 256  # 16-bit/32-bit -> 8-bit conversion works on this many rows at a time
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an accepted image may be at most, and what all images being decoded at once may
-    take together."""
-
-    max_bytes: int = 32 * MiB  # the encoded file
-    # declared width x height; more is a decompression bomb (below Pillow's own warning level)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    # one image decoded in memory (width x height x bytes per pixel of its mode): 32 Mpx of RGB,
-    # 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused); JPEGs count at
-    # their reduced decode size
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
-    # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
-    decode_budget_pixels: int = 200_000_000
-    # how long an image waits for room in the decode budget before RESOURCE_EXHAUSTED
-    decode_wait_seconds: float = 2.0
 
 
 @dataclass

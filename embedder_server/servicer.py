@@ -12,6 +12,7 @@ from imagesim import protocol
 from imagesim.embedder_server.embedder import FULL, REDUCED, Embedder, EmbedItem, EmbedOutcome
 from imagesim.errors import Reason, Unavailable
 from imagesim.serving.errors import error_status, map_errors
+from imagesim.types import StreamLimits
 from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ def space_name(space: int) -> str:
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Serves an Embedder once `attach()` has given it one (UNAVAILABLE before)."""
 
-    def __init__(self, stream_limits: common_pb2.StreamLimits | None = None) -> None:
+    def __init__(self, stream_limits: StreamLimits | None = None) -> None:
         self._core: Embedder | None = None
-        self.stream_limits = stream_limits or common_pb2.StreamLimits()
+        self.stream_limits = protocol.stream_limits_message(stream_limits or StreamLimits())
 
     def attach(self, core: Embedder) -> None:
         self._core = core
@@ -97,14 +98,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             precision=protocol.PRECISIONS[info.precision],
             max_batch_size=core.batcher.max_batch_size,
             max_batch_time=protocol.duration(core.batcher.max_batch_time),
-            limits=embedder_pb2.EmbedderLimits(
-                max_image_bytes=core.limits.max_bytes,
-                max_image_pixels=core.limits.max_pixels,
-                decode_budget_pixels=core.limits.decode_budget_pixels,
-                streams=self.stream_limits,
-                max_decoded_bytes=core.limits.max_decoded_bytes,
-                decode_wait=protocol.duration(core.limits.decode_wait_seconds),
-            ),
+            limits=protocol.embedder_limits_message(core.limits, self.stream_limits),
             images_embedded=core.images_embedded,
             notes=list(info.notes),
         )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from imagesim.client.bulk import BulkReport, index_paths
     from imagesim.client.collection import Collection, SearchResult
     from imagesim.client.embedder_client import EmbedderClient
-    from imagesim.client.index_client import IndexClient, Item, ItemToAdd, Neighbor
+    from imagesim.client.index_client import IndexClient
     from imagesim.enums import Metric, Space
     from imagesim.errors import (
         Aborted,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from imagesim.images import list_images
     from imagesim.params import SearchParams
+    from imagesim.types import Item, ItemToAdd, Neighbor
 
 # name -> the module defining it (imported when the name is first used)
 _EXPORTS: dict[str, str] = {
@@ -47,9 +48,9 @@ _EXPORTS: dict[str, str] = {
     "SearchResult": "imagesim.client.collection",
     "EmbedderClient": "imagesim.client.embedder_client",
     "IndexClient": "imagesim.client.index_client",
-    "Neighbor": "imagesim.client.index_client",
-    "Item": "imagesim.client.index_client",
-    "ItemToAdd": "imagesim.client.index_client",
+    "Neighbor": "imagesim.types",
+    "Item": "imagesim.types",
+    "ItemToAdd": "imagesim.types",
     "SearchParams": "imagesim.params",
     "ChannelSecurity": "imagesim.channel",
     "Space": "imagesim.enums",

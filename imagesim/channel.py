@@ -13,8 +13,8 @@ from pathlib import Path
 
 import grpc
 
-MiB = 1024 * 1024
-DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB
+from imagesim.types import DEFAULT_MAX_MESSAGE_BYTES
+
 RECONNECT_BACKOFF_MAX_MS = 2000
 
 # Transport-level retries for calls that are safe to repeat (keyed adds replace, reads read).

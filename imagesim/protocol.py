@@ -4,6 +4,7 @@ the clients alike (one place, so both ends agree)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import TypeVar
 
 import numpy as np
@@ -11,7 +12,22 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from imagesim.enums import Metric, Precision, Runtime, Space
 from imagesim.params import SearchParams
-from imagesim.v1 import common_pb2, index_pb2
+from imagesim.types import (
+    AddResult,
+    BuildResult,
+    EmbedderInfo,
+    ImageLimits,
+    IndexLimits,
+    Item,
+    ItemToAdd,
+    Layout,
+    Neighbor,
+    RemoveResult,
+    ShardStatus,
+    SpaceInfo,
+    StreamLimits,
+)
+from imagesim.v1 import common_pb2, embedder_pb2, index_pb2
 
 K = TypeVar("K")
 
@@ -104,4 +120,167 @@ def search_params(request: index_pb2.SearchRequest) -> SearchParams:
         max_distance=request.max_distance if request.HasField("max_distance") else None,
         where=dict(request.where),
         include_metadata=request.include_metadata,
+    )
+
+
+# ---- items, neighbours, layouts -----------------------------------------------------------
+
+
+def item_message(item: ItemToAdd) -> index_pb2.Item:
+    return index_pb2.Item(key=item.key, vector=floats(item.vector), metadata=item.metadata)
+
+
+def item_of(item: index_pb2.Item) -> Item:
+    return Item(item.key, vector_of(item.vector), dict(item.metadata))
+
+
+def neighbors_of(result: index_pb2.SearchResult, shard: str) -> list[Neighbor]:
+    return [
+        Neighbor(n.key, n.distance, shard, dict(n.metadata) if n.metadata else None)
+        for n in result.neighbors
+    ]
+
+
+def layout_message(layout: Layout) -> index_pb2.CollectionLayout:
+    return index_pb2.CollectionLayout(
+        version=layout.version,
+        shard_ids=list(layout.shard_ids),
+        next_shard_ids=list(layout.next_shard_ids),
+    )
+
+
+def layout_of(layout: index_pb2.CollectionLayout) -> Layout:
+    return Layout(layout.version, tuple(layout.shard_ids), tuple(layout.next_shard_ids))
+
+
+# ---- write and build answers --------------------------------------------------------------
+
+
+def add_result_of(reply: index_pb2.AddResponse | index_pb2.AddStreamResponse) -> AddResult:
+    requests = reply.requests if isinstance(reply, index_pb2.AddStreamResponse) else 1
+    return AddResult(reply.added, reply.replaced, reply.count, requests)
+
+
+def remove_result_of(reply: index_pb2.RemoveResponse) -> RemoveResult:
+    return RemoveResult(reply.removed, reply.missing, reply.count)
+
+
+def build_result_of(reply: index_pb2.BuildResponse, shard: str) -> BuildResult:
+    return BuildResult(
+        reply.generation, reply.count, reply.trees, seconds_of(reply.duration), shard
+    )
+
+
+# ---- limits -------------------------------------------------------------------------------
+
+
+def stream_limits_message(limits: StreamLimits) -> common_pb2.StreamLimits:
+    """What Info and Stats report of a server's stream limits."""
+    return common_pb2.StreamLimits(
+        max_streams=limits.max_streams,
+        idle_timeout=duration(limits.idle_timeout),
+        max_message_bytes=limits.max_message_bytes,
+    )
+
+
+def stream_limits_of(limits: common_pb2.StreamLimits) -> StreamLimits:
+    """A server's reported stream limits (the health-watch pool is not reported: defaults)."""
+    return StreamLimits(
+        max_streams=limits.max_streams,
+        idle_timeout=seconds_of(limits.idle_timeout),
+        max_message_bytes=limits.max_message_bytes,
+    )
+
+
+def index_limits_message(
+    limits: IndexLimits, streams: common_pb2.StreamLimits
+) -> index_pb2.IndexLimits:
+    """Every IndexLimits field the message has (same names), and the stream limits."""
+    wire = {f.name for f in index_pb2.IndexLimits.DESCRIPTOR.fields}
+    values = {f.name: getattr(limits, f.name) for f in fields(limits) if f.name in wire}
+    return index_pb2.IndexLimits(**values, streams=streams)
+
+
+def index_limits_of(limits: index_pb2.IndexLimits) -> IndexLimits:
+    wire = {f.name for f in index_pb2.IndexLimits.DESCRIPTOR.fields}
+    return IndexLimits(
+        **{f.name: getattr(limits, f.name) for f in fields(IndexLimits) if f.name in wire}
+    )
+
+
+def embedder_limits_message(
+    limits: ImageLimits, streams: common_pb2.StreamLimits
+) -> embedder_pb2.EmbedderLimits:
+    return embedder_pb2.EmbedderLimits(
+        max_image_bytes=limits.max_bytes,
+        max_image_pixels=limits.max_pixels,
+        decode_budget_pixels=limits.decode_budget_pixels,
+        streams=streams,
+        max_decoded_bytes=limits.max_decoded_bytes,
+        decode_wait=duration(limits.decode_wait_seconds),
+    )
+
+
+def image_limits_of(limits: embedder_pb2.EmbedderLimits) -> ImageLimits:
+    return ImageLimits(
+        max_bytes=limits.max_image_bytes,
+        max_pixels=limits.max_image_pixels,
+        max_decoded_bytes=limits.max_decoded_bytes,
+        decode_budget_pixels=limits.decode_budget_pixels,
+        decode_wait_seconds=seconds_of(limits.decode_wait),
+    )
+
+
+# ---- Stats and Info -----------------------------------------------------------------------
+
+
+def shard_status_of(address: str, s: index_pb2.StatsResponse) -> ShardStatus:
+    return ShardStatus(
+        shard=address,
+        shard_id=s.shard_id,
+        count=s.count,
+        built_count=s.built_count,
+        staged=s.staged,
+        hidden=s.hidden,
+        dimension=s.dimension,
+        metric=metric_of(s.metric),
+        generation=s.generation,
+        trees=s.trees,
+        built=s.built,
+        building=s.building,
+        index_bytes=s.index_bytes,
+        last_build_time=(
+            s.last_build_time.ToNanoseconds() / 1e9 if s.HasField("last_build_time") else None
+        ),
+        last_build_seconds=seconds_of(s.last_build_duration),
+        last_build_error=s.last_build_error,
+        layout=layout_of(s.layout),
+        project_dims=s.project_dims,
+        models=dict(s.models),
+        embedded_by=dict(s.embedded_by),
+        limits=index_limits_of(s.limits),
+        streams=stream_limits_of(s.limits.streams),
+    )
+
+
+def embedder_info_of(info: embedder_pb2.InfoResponse) -> EmbedderInfo:
+    return EmbedderInfo(
+        model=info.model,
+        weights=info.weights,
+        untrained=info.untrained,
+        model_fingerprint=info.model_fingerprint,
+        spaces=tuple(
+            SpaceInfo(SPACE_OF.get(s.space, Space.FULL), s.dimension, s.description)
+            for s in info.spaces
+        ),
+        input_height=info.input_height,
+        input_width=info.input_width,
+        runtime=RUNTIME_OF.get(info.runtime),
+        precision=PRECISION_OF.get(info.precision),
+        max_batch_size=info.max_batch_size,
+        max_batch_time=seconds_of(info.max_batch_time),
+        limits=image_limits_of(info.limits),
+        streams=stream_limits_of(info.limits.streams),
+        images_embedded=info.images_embedded,
+        notes=tuple(info.notes),
     )

@@ -9,35 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from imagesim.enums import Metric
-from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
+from imagesim.errors import InvalidArgument, Reason
 from imagesim.index_server.vectors import as_vectors
+from imagesim.types import IndexLimits
 
-
-@dataclass(frozen=True)
-class IndexLimits:
-    max_key_bytes: int = 1024
-    max_metadata_bytes: int = 64 * 1024  # keys and values of one item, UTF-8, together
-    max_items_per_request: int = 4096  # Add items, Remove/Contains keys (4096 x 8 KiB < 64 MiB)
-    max_trees: int = 1000
-    max_k: int = 1000
-    max_search_k: int = 10_000_000
-    max_queries_per_search: int = 256
-    max_results_per_search: int = 20_000  # k x queries: bounds the response the server builds
-    max_page_size: int = 4096
-    default_page_size: int = 256
-
-    def check(self) -> None:
-        """Every limit must allow at least one (a server started with --max-k 0 would refuse
-        every search): FailedPrecondition naming the flag otherwise."""
-        for name, value in vars(self).items():
-            if value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise FailedPrecondition(f"{flag} must be at least 1, not {value}")
+__all__ = ["IndexLimits", "check_count", "check_items", "check_key", "check_metadata", "check_range"]
 
 
 def _too_many(what: str, count: int, limit: int, reason: Reason) -> InvalidArgument:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.v1 import index_pb2, index_pb2_grpc
 
     settings = server_settings(args)
-    servicer = IndexServicer(settings.stream_limits.to_proto())
+    servicer = IndexServicer(settings.stream_limits)
     loaded: list[Shard] = []
     metrics = ShardMetrics(lambda: loaded[0].stats() if loaded else None)
 

@@ -12,7 +12,8 @@ from imagesim.errors import Reason, Unavailable
 from imagesim.index_server.item_store import StoredItem
 from imagesim.index_server.shard import CollectionLayout, Shard
 from imagesim.serving.errors import map_errors
-from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
+from imagesim.types import StreamLimits
+from imagesim.v1 import index_pb2, index_pb2_grpc
 
 
 def layout_message(layout: CollectionLayout) -> index_pb2.CollectionLayout:
@@ -34,9 +35,9 @@ def item_message(item: StoredItem, with_vector: bool = True) -> index_pb2.Item:
 class IndexServicer(index_pb2_grpc.IndexServicer):
     """Serves a Shard once `attach()` has given it one (UNAVAILABLE before)."""
 
-    def __init__(self, stream_limits: common_pb2.StreamLimits | None = None) -> None:
+    def __init__(self, stream_limits: StreamLimits | None = None) -> None:
         self._shard: Shard | None = None
-        self._stream_limits = stream_limits or common_pb2.StreamLimits()
+        self._stream_limits = protocol.stream_limits_message(stream_limits or StreamLimits())
 
     def attach(self, shard: Shard) -> None:
         self._shard = shard
@@ -180,18 +181,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             project_dims=s.project_dims,
             models=s.models,
             embedded_by=s.embedded_by,
-            limits=index_pb2.IndexLimits(
-                max_key_bytes=limits.max_key_bytes,
-                max_metadata_bytes=limits.max_metadata_bytes,
-                max_items_per_request=limits.max_items_per_request,
-                max_trees=limits.max_trees,
-                max_k=limits.max_k,
-                max_search_k=limits.max_search_k,
-                max_queries_per_search=limits.max_queries_per_search,
-                max_page_size=limits.max_page_size,
-                max_results_per_search=limits.max_results_per_search,
-                streams=self._stream_limits,
-            ),
+            limits=protocol.index_limits_message(limits, self._stream_limits),
         )
         if s.last_build_time is not None:
             reply.last_build_time.CopyFrom(protocol.timestamp(s.last_build_time))

@@ -241,7 +241,8 @@ def test_the_collection_remembers_what_made_its_vectors(indexed, embedder_server
     """Bulk adds tag items with the model and runtime/precision: stats count them, another
     model's vectors are refused, another runtime's get a note."""
     from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
-    from imagesim.client.index_client import IndexClient, ItemToAdd
+    from imagesim.client.index_client import IndexClient
+    from imagesim.types import ItemToAdd
     from tests.support.launch import start_index
 
     _, shards, *_ = indexed

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.pictures import ACCENT, TILE_BACKGROUND, picture
 from imagesim.samples import photo, write_sample_photos
+from imagesim.types import ItemToAdd
 from tests.support.cli import run_cli as imagesim
 
 PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.picture_commands)

@@ -16,8 +16,9 @@ from imagesim.client.bulk import read_image_file
 from imagesim.client.cli import build_parser
 from imagesim.client.collection import Collection
 from imagesim.client.dump import VectorDump
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.enums import Space
+from imagesim.types import ItemToAdd
 from tests.support.cli import run_cli as imagesim
 
 DIMS = 8

@@ -8,8 +8,8 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.duplicates import UnionFind, batch_size, find_duplicates
-from imagesim.client.index_client import ItemToAdd
 from imagesim.errors import Cancelled, InvalidArgument
+from imagesim.types import ItemToAdd
 from tests.support.vectors import structured
 
 

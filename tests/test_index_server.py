@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from grpc_status import rpc_status
 
-from imagesim.client.index_client import IndexClient, ItemToAdd, Layout
+from imagesim import protocol
+from imagesim.client.index_client import IndexClient
 from imagesim.client.rpc import error_info
+from imagesim.enums import Metric
 from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from imagesim.params import SearchParams
-from imagesim.v1 import common_pb2, index_pb2
+from imagesim.types import ItemToAdd, Layout
+from imagesim.v1 import index_pb2
 
 DIMS = 64
 
@@ -113,13 +116,13 @@ def test_get_add_build_search_stats_and_not_found(start_shard):
         assert (stats.count, stats.dimension, stats.metric, stats.built) == (
             300,
             64,
-            common_pb2.METRIC_ANGULAR,
+            Metric.ANGULAR,
             True,
         )
         assert stats.index_bytes > 300 * DIMS * 4
-        assert stats.last_build_time.seconds > 0 and stats.last_build_duration.nanos > 0
+        assert stats.last_build_time and stats.last_build_time > 0 and stats.last_build_seconds > 0
         assert stats.limits.max_key_bytes == 1024 and stats.limits.max_trees == 1000
-        assert stats.limits.streams.max_message_bytes == 64 * 1024 * 1024
+        assert stats.streams.max_message_bytes == 64 * 1024 * 1024
 
 
 def test_batched_search_threshold_and_metadata_filter(start_shard):
@@ -181,7 +184,9 @@ def test_bulk_add_stream(start_shard):
     with IndexClient(start_shard(DIMS).address) as client:
         data = vectors(100)
         chunks = [
-            index_pb2.AddStreamRequest(items=[i.to_proto() for i in items(data)[j : j + 25]])
+            index_pb2.AddStreamRequest(
+                items=[protocol.item_message(i) for i in items(data)[j : j + 25]]
+            )
             for j in range(0, 100, 25)
         ]
         reply = client.stub.AddStream(iter(chunks), timeout=30)

@@ -19,11 +19,12 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from imagesim.channel import ChannelSecurity, open_channel
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.client.rpc import rpc_error
 from imagesim.errors import Reason
 from imagesim.serving.server import GrpcServer
 from imagesim.serving.settings import DEFAULT_MAX_HEALTH_WATCHES, ServerSettings
+from imagesim.types import ItemToAdd
 from imagesim.v1 import index_pb2
 
 DIMS = 8

@@ -18,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imagesim.channel import ChannelSecurity
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.errors import InvalidArgument
 from imagesim.params import SearchParams
+from imagesim.types import ItemToAdd
 from tests.support.web import WebProcess
 
 DIMS = 8

@@ -13,7 +13,7 @@ import pytest
 
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import ItemToAdd
+from imagesim.types import ItemToAdd
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.outliers import find_outliers
 from imagesim.errors import InvalidArgument
+from imagesim.types import ItemToAdd
 
 
 def test_isolated_items_come_first(start_shard):

@@ -13,6 +13,7 @@ import pytest
 
 from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
+from imagesim.enums import Space
 from imagesim.pca import l2_normalise
 from imagesim.reduction.evaluate import evaluate
 from imagesim.reduction.reducer import Reducer, ReducerSpec
@@ -144,7 +145,7 @@ def test_both_reducers_serve_through_the_embedder(reducers, dump, tmp_path, phot
         try:
             with EmbedderClient(server.address, timeout=60) as client:
                 spaces = {s.space: s.dimension for s in client.info().spaces}
-                assert spaces == {1: 2048, 2: 256}
+                assert spaces == {Space.FULL: 2048, Space.REDUCED: 256}
                 full, reduced = client.embed(image), client.embed(image, space="reduced")
                 assert reduced.shape == (256,) and np.isfinite(reduced).all() and reduced.any()
                 expected = Reducer.load(directory).transform(full[None])[0]

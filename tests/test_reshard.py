@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.client.reshard import Resharder
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason
 from imagesim.params import SearchParams
+from imagesim.types import ItemToAdd
 from tests.support.cli import run_cli
 from tests.support.vectors import structured
 

@@ -16,7 +16,6 @@ from PIL import Image
 from imagesim.client.collection import Collection
 from imagesim.client.duplicates import find_duplicates
 from imagesim.client.images_root import ImagesRoot
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.quarantine import apply_plan, locked, undo
 from imagesim.client.review_plan import (
     Action,
@@ -28,6 +27,7 @@ from imagesim.client.review_plan import (
     save_plan,
 )
 from imagesim.errors import FailedPrecondition, InvalidArgument
+from imagesim.types import ItemToAdd
 
 # group "a": three copies of one picture, "b": two; sizes decide the "largest" keeper.
 FILES = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from imagesim.client.index_client import Neighbor
 from imagesim.client.merge import merge_top_k
 from imagesim.routing import group_by_home, home, homes, score
+from imagesim.types import Neighbor
 
 SHARDS = ["s0", "s1", "s2", "s3"]
 

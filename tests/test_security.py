@@ -12,9 +12,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from imagesim import protocol
 from imagesim.channel import ChannelSecurity, open_channel
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd, Layout
+from imagesim.client.index_client import IndexClient
 from imagesim.client.rpc import rpc_error
 from imagesim.errors import (
     PermissionDenied,
@@ -22,6 +23,7 @@ from imagesim.errors import (
     Unauthenticated,
     Unavailable,
 )
+from imagesim.types import ItemToAdd, Layout
 from imagesim.v1 import index_pb2
 from tests.pki import CertificateAuthority
 from tests.support.cli import run_cli
@@ -39,7 +41,7 @@ INDEX_CALLS = {
     "Add": (lambda c: c.add([ITEM]), "write"),
     "AddStream": (
         lambda c: c.stub.AddStream(
-            iter([index_pb2.AddStreamRequest(items=[ITEM.to_proto()])]), timeout=30
+            iter([index_pb2.AddStreamRequest(items=[protocol.item_message(ITEM)])]), timeout=30
         ),
         "write",
     ),

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.errors import FailedPrecondition, ImagesimError, Reason, Unavailable
 from imagesim.params import SearchParams
+from imagesim.types import ItemToAdd
 from imagesim.v1 import index_pb2
 from tests.support.launch import ServerProcess, start_index
 from tests.support.vectors import structured

@@ -14,11 +14,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imagesim import protocol
 from imagesim.channel import ChannelSecurity, open_channel
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.client.rpc import rpc_error
 from imagesim.errors import ImagesimError, Reason
+from imagesim.types import ItemToAdd
 from imagesim.v1 import embedder_pb2_grpc, index_pb2
 from tests.conftest import STREAM_IDLE_SECONDS
 
@@ -122,9 +124,9 @@ def test_idle_streams_cannot_starve_unary_calls_and_are_ended(secure_embedder, s
             assert index.stats().count == 1
             assert embedder.info().model == "InceptionV3"
             # Info and Stats report the limits the server applies
-            for limits in (index.stats().limits.streams, embedder.info().limits.streams):
+            for limits in (index.stats().streams, embedder.info().streams):
                 assert limits.max_streams == DEFAULT_MAX_STREAMS
-                assert limits.idle_timeout.seconds == STREAM_IDLE_SECONDS
+                assert limits.idle_timeout == STREAM_IDLE_SECONDS
                 assert limits.max_message_bytes == 64 * 1024 * 1024
             serving = health_pb2.HealthCheckResponse.SERVING
             assert health(shard.address, ChannelSecurity()) == serving
@@ -140,7 +142,9 @@ def test_idle_streams_cannot_starve_unary_calls_and_are_ended(secure_embedder, s
                 assert min(outcome.durations[-DEFAULT_MAX_STREAMS:]) >= STREAM_IDLE_SECONDS - 0.5
 
             # Their slots are free again: real streams work.
-            chunk = index_pb2.AddStreamRequest(items=[ItemToAdd("b", np.ones(DIMS)).to_proto()])
+            chunk = index_pb2.AddStreamRequest(
+                items=[protocol.item_message(ItemToAdd("b", np.ones(DIMS)))]
+            )
             reply = index.stub.AddStream(iter([chunk] * 3), timeout=QUICK * 3)
             assert (reply.added, reply.replaced) == (1, 2)
             assert index.stats().count == 2
@@ -170,7 +174,9 @@ def test_a_cancelled_stream_gives_its_slot_back(start_shard):
             assert rpc_error(error, "", "").metadata == {"limit": "2"}
             for call in calls:
                 call.cancel()
-            chunk = index_pb2.AddStreamRequest(items=[ItemToAdd("c", np.ones(DIMS)).to_proto()])
+            chunk = index_pb2.AddStreamRequest(
+                items=[protocol.item_message(ItemToAdd("c", np.ones(DIMS)))]
+            )
             deadline = time.monotonic() + 60
             while True:  # the server learns of the cancellations asynchronously
                 try:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
 from imagesim.client.sync import apply_sync, belongs_to, plan_sync
+from imagesim.types import ItemToAdd
 from tests.conftest import jpeg_bytes, synthetic_image
 
 

@@ -456,7 +456,7 @@ def create_app(
         shards = backend.stats()
         return models.StatsResponse(
             count=sum(s.count for s in shards),
-            shards=[models.ShardStats.model_validate(s, from_attributes=True) for s in shards],
+            shards=[models.ShardStats.model_validate(s.row()) for s in shards],
         )
 
     return app

@@ -18,12 +18,12 @@ import numpy as np
 
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import Item, ShardStatus
 from imagesim.client.pictures import check_image
 from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
 from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from imagesim.params import SearchParams
+from imagesim.types import Item, ShardStatus
 
 # The embedder's defaults, until its Info answers.
 DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -77,11 +77,11 @@ class Backend:
             try:
                 info = self.embedder.info(timeout=2.0)
                 limits = UploadLimits(
-                    int(info.limits.max_image_bytes) or DEFAULT_MAX_IMAGE_BYTES,
-                    int(info.limits.max_image_pixels) or DEFAULT_MAX_PIXELS,
-                    int(info.limits.max_decoded_bytes) or DEFAULT_MAX_DECODED_BYTES,
+                    info.limits.max_bytes or DEFAULT_MAX_IMAGE_BYTES,
+                    info.limits.max_pixels or DEFAULT_MAX_PIXELS,
+                    info.limits.max_decoded_bytes or DEFAULT_MAX_DECODED_BYTES,
                     True,
-                    (int(info.input_width), int(info.input_height))
+                    (info.input_width, info.input_height)
                     if info.input_width and info.input_height
                     else DEFAULT_INPUT_SIZE,
                 )
@@ -163,7 +163,7 @@ class Backend:
     # ---- state ----------------------------------------------------------------------------
 
     def stats(self) -> list[ShardStatus]:
-        return self.collection.status(self.timeout)
+        return self.collection.stats(self.timeout)
 
     def readiness(self) -> tuple[dict[str, str], str]:
         """Each shard's and the embedder's state ("ok" or why not), cached for 2 s so that

@@ -7,10 +7,10 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagesim.channel import MiB
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
 from imagesim.security import TlsFiles, check_exposure, is_loopback
 from imagesim.serving.settings import EnvFlags, add_security_flags, refuse, tls_files
+from imagesim.types import MiB
 from imagesim.version import add_version_flag
 
 PROG = "imagesim-web"

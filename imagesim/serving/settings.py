@@ -11,44 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES, MiB
+from imagesim.channel import DEFAULT_MAX_MESSAGE_BYTES
 from imagesim.security import TlsFiles, check_exposure
+from imagesim.types import (
+    DEFAULT_HEALTH_WATCH_LIFETIME,
+    DEFAULT_MAX_HEALTH_WATCHES,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_STREAM_IDLE_TIMEOUT,
+    MiB,
+    StreamLimits,
+)
 from imagesim.version import add_version_flag
 
 DEFAULT_WORKERS = 16
-DEFAULT_MAX_STREAMS = 4  # of DEFAULT_WORKERS handler threads: the rest stay for unary calls
-DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
-# Health Watch streams are open to callers without a key (load balancers), so they get their
-# own small pool and never the --max-streams slots of authenticated work; each holds a handler
-# thread while open, and is ended (OK: the client watches again) after its lifetime.
-DEFAULT_MAX_HEALTH_WATCHES = 2
-DEFAULT_HEALTH_WATCH_LIFETIME = 300.0  # seconds
 # A client connection is closed (GOAWAY) after about this long, so clients balanced over
 # replicas reconnect and re-resolve: a new or restarted replica gets its share within minutes.
 DEFAULT_MAX_CONNECTION_AGE = 300.0  # seconds; gRPC adds +-10% jitter
-
-
-@dataclass(frozen=True)
-class StreamLimits:
-    """What a server allows streams (reported by Info/Stats)."""
-
-    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once
-    idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # s without a client message; 0 = none
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest message either way
-    # Streams callers may open without a key (health Watch): their own pool and lifetime.
-    max_health_watches: int = DEFAULT_MAX_HEALTH_WATCHES
-    health_watch_lifetime: float = DEFAULT_HEALTH_WATCH_LIFETIME  # s; 0 = none
-
-    def to_proto(self) -> Any:
-        """imagesim.v1.StreamLimits, as Info and Stats report it."""
-        from imagesim import protocol
-        from imagesim.v1 import common_pb2
-
-        return common_pb2.StreamLimits(
-            max_streams=self.max_streams,
-            idle_timeout=protocol.duration(self.idle_timeout),
-            max_message_bytes=self.max_message_bytes,
-        )
 
 
 @dataclass(frozen=True)

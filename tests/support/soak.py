@@ -40,11 +40,12 @@ from PIL import Image
 from imagesim.channel import RECONNECT_BACKOFF_MAX_MS
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.index_client import IndexClient, ItemToAdd
+from imagesim.client.index_client import IndexClient
 from imagesim.errors import ImagesimError, Unavailable
 from imagesim.params import SearchParams
 from imagesim.routing import home
 from imagesim.samples import photo
+from imagesim.types import ItemToAdd
 from imagesim.v1 import index_pb2
 from tests.support.launch import ServerProcess, start_embedder, start_index
 

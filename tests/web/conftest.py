@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from imagesim.client.collection import Collection
-from imagesim.client.index_client import ItemToAdd
 from imagesim.samples import write_held_out_cat, write_sample_photos
+from imagesim.types import ItemToAdd
 from tests.conftest import Pki
 from tests.support.cli import run_cli
 from tests.support.launch import ServerProcess, start_index

@@ -250,7 +250,7 @@ def hostile(embedder_server, web_root, tmp_path_factory):
     import numpy as np
 
     from imagesim.client.collection import Collection
-    from imagesim.client.index_client import ItemToAdd
+    from imagesim.types import ItemToAdd
     from tests.support.launch import start_index
     from tests.support.web import start_web
 
@@ -543,7 +543,7 @@ def test_the_web_server_reaches_secured_shards_with_a_read_key(
     import numpy as np
 
     from imagesim.client.collection import Collection
-    from imagesim.client.index_client import ItemToAdd
+    from imagesim.types import ItemToAdd
     from tests.support.web import WebProcess
 
     shard = start_shard(8, *pki.server_args(), security=pki.security())

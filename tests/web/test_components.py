@@ -15,9 +15,9 @@ import pytest
 from imagesim.client.collection import Collection
 from imagesim.client.duplicates import DuplicateReport
 from imagesim.client.images_root import ImagesRoot
-from imagesim.client.index_client import ItemToAdd
 from imagesim.errors import PermissionDenied, Unavailable
 from imagesim.samples import write_sample_photos
+from imagesim.types import ItemToAdd
 from imagesim.web.app import _signature
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress

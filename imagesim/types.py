@@ -1,0 +1,254 @@
+"""The domain types both ends share: items, neighbours, layouts, limits, what a write, a build,
+a shard's Stats and the Embedder's Info answer. Plain dataclasses, no gRPC: imagesim.protocol
+converts them to and from the imagesim.v1 messages (one place, so servers and clients agree),
+and every public client method returns them, never a generated message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imagesim.enums import Metric, Precision, Runtime, Space
+from imagesim.errors import FailedPrecondition
+from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
+
+MiB = 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB  # gRPC messages, both ways (imagesim.channel uses it)
+DEFAULT_MAX_STREAMS = 4  # of the handler threads: the rest stay for unary calls
+DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
+# Health Watch streams are open to callers without a key (load balancers), so they get their
+# own small pool and never the --max-streams slots of authenticated work; each holds a handler
+# thread while open, and is ended (OK: the client watches again) after its lifetime.
+DEFAULT_MAX_HEALTH_WATCHES = 2
+DEFAULT_HEALTH_WATCH_LIFETIME = 300.0  # seconds
+
+
+# ---- items ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemToAdd:
+    key: str
+    vector: np.ndarray
+    metadata: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item read back from a shard (vector empty when not asked for)."""
+
+    key: str
+    vector: np.ndarray
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    key: str
+    distance: float
+    shard: str = ""  # the address of the shard that answered (empty inside a shard)
+    metadata: Mapping[str, str] | None = None
+
+
+# ---- writes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddResult:
+    added: int  # new keys
+    replaced: int  # keys that existed: vector and metadata replaced
+    count: int  # items on the shard afterwards
+    requests: int = 1  # messages of an AddStream
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    removed: int
+    missing: int  # keys the shard did not hold
+    count: int  # items on the shard afterwards
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    generation: int  # 0: the shard holds no items
+    count: int
+    trees: int
+    seconds: float
+    shard: str = ""  # the address of the shard that built
+
+
+# ---- the collection's layout ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The shards of a collection, as recorded on each of its shards (version 0: none)."""
+
+    version: int = 0
+    shard_ids: tuple[str, ...] = ()
+    next_shard_ids: tuple[str, ...] = ()  # while a reshard moves items
+
+    @property
+    def all_ids(self) -> set[str]:
+        return {*self.shard_ids, *self.next_shard_ids}
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "shard_ids": list(self.shard_ids),
+                "next_shard_ids": list(self.next_shard_ids),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Layout:
+        if not text:
+            return cls()
+        value = json.loads(text)
+        return cls(value["version"], tuple(value["shard_ids"]), tuple(value["next_shard_ids"]))
+
+
+# ---- limits a server reports ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What a server allows streams (reported by Info/Stats)."""
+
+    max_streams: int = DEFAULT_MAX_STREAMS  # streaming calls open at once
+    idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT  # s without a client message; 0 = none
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest message either way
+    # Streams callers may open without a key (health Watch): their own pool and lifetime.
+    max_health_watches: int = DEFAULT_MAX_HEALTH_WATCHES
+    health_watch_lifetime: float = DEFAULT_HEALTH_WATCH_LIFETIME  # s; 0 = none
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an accepted image may be at most, and what all images being decoded at once may
+    take together."""
+
+    max_bytes: int = 32 * MiB  # the encoded file
+    # declared width x height; more is a decompression bomb (below Pillow's own warning level)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    # one image decoded in memory (width x height x bytes per pixel of its mode): 32 Mpx of RGB,
+    # 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused); JPEGs count at
+    # their reduced decode size
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
+    # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
+    decode_budget_pixels: int = 200_000_000
+    # how long an image waits for room in the decode budget before RESOURCE_EXHAUSTED
+    decode_wait_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class IndexLimits:
+    """What one request may ask of a shard (index_server.limits enforces them)."""
+
+    max_key_bytes: int = 1024
+    max_metadata_bytes: int = 64 * 1024  # keys and values of one item, UTF-8, together
+    max_items_per_request: int = 4096  # Add items, Remove/Contains keys (4096 x 8 KiB < 64 MiB)
+    max_trees: int = 1000
+    max_k: int = 1000
+    max_search_k: int = 10_000_000
+    max_queries_per_search: int = 256
+    max_results_per_search: int = 20_000  # k x queries: bounds the response the server builds
+    max_page_size: int = 4096
+    default_page_size: int = 256
+
+    def check(self) -> None:
+        """Every limit must allow at least one (a server started with --max-k 0 would refuse
+        every search): FailedPrecondition naming the flag otherwise."""
+        for name, value in vars(self).items():
+            if value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise FailedPrecondition(f"{flag} must be at least 1, not {value}")
+
+
+# ---- what Stats and Info answer ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """One shard's Stats (the CLI's `stats --json` and the web API's rows are its fields)."""
+
+    shard: str  # the address it was reached at
+    shard_id: str
+    count: int
+    built_count: int
+    staged: int
+    hidden: int
+    dimension: int
+    metric: Metric
+    generation: int
+    trees: int
+    built: bool
+    building: bool
+    index_bytes: int
+    last_build_time: float | None  # Unix seconds; None: never built
+    last_build_seconds: float
+    last_build_error: str
+    layout: Layout
+    project_dims: int
+    models: dict[str, int]  # items per model fingerprint (imagesim.model)
+    embedded_by: dict[str, int]  # items per runtime/precision (imagesim.embedded_by)
+    limits: IndexLimits
+    streams: StreamLimits
+
+    def row(self) -> dict[str, Any]:
+        """The JSON row the CLI and the web API show (plain values only)."""
+        return {
+            "shard": self.shard,
+            "shard_id": self.shard_id,
+            "count": self.count,
+            "built_count": self.built_count,
+            "staged": self.staged,
+            "hidden": self.hidden,
+            "dimension": self.dimension,
+            "metric": self.metric.value,
+            "generation": self.generation,
+            "trees": self.trees,
+            "built": self.built,
+            "building": self.building,
+            "index_bytes": self.index_bytes,
+            "last_build_seconds": self.last_build_seconds,
+            "last_build_error": self.last_build_error,
+            "layout_version": self.layout.version,
+            "project_dims": self.project_dims,
+            "models": self.models,
+            "embedded_by": self.embedded_by,
+        }
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    space: Space
+    dimension: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What an Embedder runs and allows (its Info)."""
+
+    model: str
+    weights: str
+    untrained: bool
+    model_fingerprint: str
+    spaces: tuple[SpaceInfo, ...]
+    input_height: int
+    input_width: int
+    runtime: Runtime | None  # None: a server too old to say
+    precision: Precision | None
+    max_batch_size: int
+    max_batch_time: float  # seconds
+    limits: ImageLimits
+    streams: StreamLimits
+    images_embedded: int
+    notes: tuple[str, ...] = ()
