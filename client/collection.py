@@ -35,7 +35,7 @@ from imagesim.errors import (
 )
 from imagesim.params import SearchParams
 from imagesim.routing import home
-from imagesim.types import BuildResult, Item, ItemToAdd, Layout, Neighbor, ShardStatus
+from imagesim.types import BuildResult, Item, ItemToAdd, Layout, Neighbor, ShardStats
 from imagesim.v1 import index_pb2
 
 
@@ -118,12 +118,12 @@ class Collection:
                 raise result
         return results
 
-    def stats(self, timeout: float | None = None) -> list[ShardStatus]:
+    def stats(self, timeout: float | None = None) -> list[ShardStats]:
         """Every shard's Stats, in the order of the shard list."""
         deadline = Deadline(timeout or self.timeout)
         replies = self._all(lambda s: s.stub.Stats, index_pb2.StatsRequest(), deadline)
         return [
-            protocol.shard_status_of(address, reply)
+            protocol.shard_stats_of(address, reply)
             for address, reply in zip(self.addresses, replies, strict=True)
         ]
 
@@ -137,13 +137,13 @@ class Collection:
         one must answer). Returns the layout (version 0 if none is recorded yet)."""
         deadline = Deadline(timeout or self.timeout)
         answers = self._fan_out(lambda s: s.stub.Stats, index_pb2.StatsRequest(), deadline)
-        stats: dict[str, ShardStatus] = {}
+        stats: dict[str, ShardStats] = {}
         for address, answer in zip(self.addresses, answers, strict=True):
             if isinstance(answer, ImagesimError):
                 if not allow_missing:
                     raise answer
             else:
-                stats[address] = protocol.shard_status_of(address, answer)  # type: ignore[arg-type]
+                stats[address] = protocol.shard_stats_of(address, answer)  # type: ignore[arg-type]
         if not stats:
             raise Unavailable("no shard answered: " + ", ".join(self.addresses))
         ids = {address: s.shard_id for address, s in stats.items()}

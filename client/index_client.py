@@ -17,7 +17,7 @@ from imagesim.types import (
     Layout,
     Neighbor,
     RemoveResult,
-    ShardStatus,
+    ShardStats,
 )
 from imagesim.v1 import index_pb2, index_pb2_grpc
 
@@ -29,7 +29,7 @@ __all__ = [
     "ItemToAdd",
     "Layout",
     "Neighbor",
-    "ShardStatus",
+    "ShardStats",
 ]
 
 BUILD_TIMEOUT = 3600.0  # seconds: a build of a large shard takes minutes
@@ -100,9 +100,9 @@ class IndexClient(ServiceClient):
         finally:
             pages.cancel()
 
-    def stats(self, timeout: float | None = None) -> ShardStatus:
+    def stats(self, timeout: float | None = None) -> ShardStats:
         reply = self._call(self.stub.Stats, index_pb2.StatsRequest(), timeout)
-        return protocol.shard_status_of(self.address, reply)
+        return protocol.shard_stats_of(self.address, reply)
 
     def set_layout(
         self, layout: Layout, expected_version: int, timeout: float | None = None

@@ -23,7 +23,7 @@ from imagesim.types import (
     Layout,
     Neighbor,
     RemoveResult,
-    ShardStatus,
+    ShardStats,
     SpaceInfo,
     StreamLimits,
 )
@@ -234,8 +234,37 @@ def image_limits_of(limits: embedder_pb2.EmbedderLimits) -> ImageLimits:
 # ---- Stats and Info -----------------------------------------------------------------------
 
 
-def shard_status_of(address: str, s: index_pb2.StatsResponse) -> ShardStatus:
-    return ShardStatus(
+def shard_stats_message(s: ShardStats, streams: common_pb2.StreamLimits) -> index_pb2.StatsResponse:
+    """What the Stats RPC answers: the shard's own figures and the server's stream limits."""
+    reply = index_pb2.StatsResponse(
+        count=s.count,
+        dimension=s.dimension,
+        metric=METRICS[s.metric],
+        trees=s.trees,
+        built=s.built,
+        generation=s.generation,
+        built_count=s.built_count,
+        staged=s.staged,
+        hidden=s.hidden,
+        index_bytes=s.index_bytes,
+        building=s.building,
+        last_build_error=s.last_build_error,
+        shard_id=s.shard_id,
+        layout=layout_message(s.layout),
+        project_dims=s.project_dims,
+        models=s.models,
+        embedded_by=s.embedded_by,
+        limits=index_limits_message(s.limits, streams),
+    )
+    if s.last_build_time is not None:
+        reply.last_build_time.CopyFrom(timestamp(s.last_build_time))
+    if s.last_build_seconds is not None:
+        reply.last_build_duration.CopyFrom(duration(s.last_build_seconds))
+    return reply
+
+
+def shard_stats_of(address: str, s: index_pb2.StatsResponse) -> ShardStats:
+    return ShardStats(
         shard=address,
         shard_id=s.shard_id,
         count=s.count,
@@ -252,7 +281,9 @@ def shard_status_of(address: str, s: index_pb2.StatsResponse) -> ShardStatus:
         last_build_time=(
             s.last_build_time.ToNanoseconds() / 1e9 if s.HasField("last_build_time") else None
         ),
-        last_build_seconds=seconds_of(s.last_build_duration),
+        last_build_seconds=(
+            seconds_of(s.last_build_duration) if s.HasField("last_build_duration") else None
+        ),
         last_build_error=s.last_build_error,
         layout=layout_of(s.layout),
         project_dims=s.project_dims,

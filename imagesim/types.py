@@ -175,10 +175,10 @@ class IndexLimits:
 
 
 @dataclass(frozen=True)
-class ShardStatus:
-    """One shard's Stats (the CLI's `stats --json` and the web API's rows are its fields)."""
+class ShardStats:
+    """One shard's Stats: what the shard reports of itself, and what a client reads back (with
+    the address it reached the shard at and the server's stream limits)."""
 
-    shard: str  # the address it was reached at
     shard_id: str
     count: int
     built_count: int
@@ -192,14 +192,15 @@ class ShardStatus:
     building: bool
     index_bytes: int
     last_build_time: float | None  # Unix seconds; None: never built
-    last_build_seconds: float
+    last_build_seconds: float | None
     last_build_error: str
     layout: Layout
     project_dims: int
     models: dict[str, int]  # items per model fingerprint (imagesim.model)
     embedded_by: dict[str, int]  # items per runtime/precision (imagesim.embedded_by)
     limits: IndexLimits
-    streams: StreamLimits
+    streams: StreamLimits = field(default_factory=StreamLimits)  # the server's, not the shard's
+    shard: str = ""  # the address a client reached it at
 
     def row(self) -> dict[str, Any]:
         """The JSON row the CLI and the web API show (plain values only)."""
@@ -217,7 +218,7 @@ class ShardStatus:
             "built": self.built,
             "building": self.building,
             "index_bytes": self.index_bytes,
-            "last_build_seconds": self.last_build_seconds,
+            "last_build_seconds": self.last_build_seconds or 0.0,
             "last_build_error": self.last_build_error,
             "layout_version": self.layout.version,
             "project_dims": self.project_dims,

@@ -9,7 +9,6 @@ holds its locks (the layout is read and replaced under its write lock).
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, Reason
 from imagesim.index_server.item_store import ItemStore
 from imagesim.index_server.limits import IndexLimits, check_count
 from imagesim.routing import homes
+from imagesim.types import Layout
 
 LOCK_FILE = "LOCK"
 MAX_SHARDS = 10_000
@@ -53,31 +53,6 @@ def lock_data_dir(data_dir: Path) -> FileLock:
             "stop that process or give this one another --data directory"
         ) from None
     return lock
-
-
-@dataclass(frozen=True)
-class CollectionLayout:
-    """The shards of the collection this shard belongs to, as recorded on it."""
-
-    version: int = 0
-    shard_ids: tuple[str, ...] = ()
-    next_shard_ids: tuple[str, ...] = ()  # while a reshard moves items
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": self.version,
-                "shard_ids": list(self.shard_ids),
-                "next_shard_ids": list(self.next_shard_ids),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str | None) -> CollectionLayout:
-        if not text:
-            return cls()
-        value = json.loads(text)
-        return cls(value["version"], tuple(value["shard_ids"]), tuple(value["next_shard_ids"]))
 
 
 def check_identity(
@@ -122,7 +97,7 @@ def check_identity(
     return stored_dims, metric, recorded
 
 
-def check_layout(layout: CollectionLayout, shard_id: str) -> None:
+def check_layout(layout: Layout, shard_id: str) -> None:
     """A layout this shard may record: valid, distinct shard ids that include `shard_id`."""
     ids = [*layout.shard_ids, *layout.next_shard_ids]
     check_count("shard ids", len(ids), 2 * MAX_SHARDS)
@@ -144,9 +119,7 @@ def check_layout(layout: CollectionLayout, shard_id: str) -> None:
         )
 
 
-def check_successor(
-    current: CollectionLayout, layout: CollectionLayout, expected_version: int
-) -> None:
+def check_successor(current: Layout, layout: Layout, expected_version: int) -> None:
     """The compare of compare-and-set: `layout` may replace `current` only if the caller read
     `expected_version` and the new version is above it (caller holds the write lock)."""
     if expected_version != current.version:
@@ -163,7 +136,7 @@ def check_successor(
 
 
 def check_placement(
-    layout: CollectionLayout, shard_id: str, keys: Sequence[str], layout_version: int
+    layout: Layout, shard_id: str, keys: Sequence[str], layout_version: int
 ) -> None:
     """Refuse keys that live on another shard under the recorded `layout` (the caller holds
     the write lock, so the layout cannot change meanwhile)."""

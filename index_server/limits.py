@@ -17,7 +17,14 @@ from imagesim.errors import InvalidArgument, Reason
 from imagesim.index_server.vectors import as_vectors
 from imagesim.types import IndexLimits
 
-__all__ = ["IndexLimits", "check_count", "check_items", "check_key", "check_metadata", "check_range"]
+__all__ = [
+    "IndexLimits",
+    "check_count",
+    "check_items",
+    "check_key",
+    "check_metadata",
+    "check_range",
+]
 
 
 def _too_many(what: str, count: int, limit: int, reason: Reason) -> InvalidArgument:

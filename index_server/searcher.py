@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from imagesim.index_server.staging import KeepFn
 from imagesim.index_server.vectors import as_vector, distances
 from imagesim.index_server.view import View
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
+from imagesim.types import Neighbor
 
 # A metadata filter matching at most this many items is answered by an exact search over
 # exactly those items (read from the store) instead of filtering Annoy's candidates.
@@ -28,13 +28,6 @@ EXACT_FILTER_ITEMS = 4096
 MAX_FILTER_PAIRS = 32
 MAX_RERANK_FACTOR = 100
 INT32_MAX = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class Hit:
-    key: str
-    distance: float
-    metadata: dict[str, str] | None = None
 
 
 class Searcher:
@@ -77,7 +70,7 @@ class Searcher:
         check_count("metadata filter pairs", len(params.where), MAX_FILTER_PAIRS)
         check_metadata("the filter", params.where, limits)
 
-    def search(self, queries: Sequence[object], params: SearchParams) -> list[list[Hit]]:
+    def search(self, queries: Sequence[object], params: SearchParams) -> list[list[Neighbor]]:
         """The k nearest live items of each query vector, closest first."""
         self.check(len(queries), params)
         matrix = np.stack(
@@ -172,8 +165,10 @@ class Searcher:
 
     def _with_metadata(
         self, found: list[list[tuple[float, str]]], include_metadata: bool
-    ) -> list[list[Hit]]:
+    ) -> list[list[Neighbor]]:
         if not include_metadata:
-            return [[Hit(key, d) for d, key in hits] for hits in found]
+            return [[Neighbor(key, d) for d, key in hits] for hits in found]
         metadata = self.store.metadata([key for hits in found for _, key in hits])
-        return [[Hit(key, d, metadata.get(key, {})) for d, key in hits] for hits in found]
+        return [
+            [Neighbor(key, d, metadata=metadata.get(key, {})) for d, key in hits] for hits in found
+        ]

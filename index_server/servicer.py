@@ -10,18 +10,10 @@ import grpc
 from imagesim import protocol
 from imagesim.errors import Reason, Unavailable
 from imagesim.index_server.item_store import StoredItem
-from imagesim.index_server.shard import CollectionLayout, Shard
+from imagesim.index_server.shard import Shard
 from imagesim.serving.errors import map_errors
 from imagesim.types import StreamLimits
 from imagesim.v1 import index_pb2, index_pb2_grpc
-
-
-def layout_message(layout: CollectionLayout) -> index_pb2.CollectionLayout:
-    return index_pb2.CollectionLayout(
-        version=layout.version,
-        shard_ids=list(layout.shard_ids),
-        next_shard_ids=list(layout.next_shard_ids),
-    )
 
 
 def item_message(item: StoredItem, with_vector: bool = True) -> index_pb2.Item:
@@ -149,42 +141,12 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
     def SetLayout(
         self, request: index_pb2.SetLayoutRequest, context: grpc.ServicerContext
     ) -> index_pb2.SetLayoutResponse:
-        layout = CollectionLayout(
-            request.layout.version,
-            tuple(request.layout.shard_ids),
-            tuple(request.layout.next_shard_ids),
-        )
+        layout = protocol.layout_of(request.layout)
         recorded = self.shard.set_layout(layout, request.expected_version)
-        return index_pb2.SetLayoutResponse(layout=layout_message(recorded))
+        return index_pb2.SetLayoutResponse(layout=protocol.layout_message(recorded))
 
     @map_errors
     def Stats(
         self, request: index_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> index_pb2.StatsResponse:
-        s = self.shard.stats()
-        limits = s.limits
-        reply = index_pb2.StatsResponse(
-            count=s.count,
-            dimension=s.dims,
-            metric=protocol.METRICS[s.metric],
-            trees=s.trees,
-            built=s.built,
-            generation=s.generation,
-            built_count=s.built_count,
-            staged=s.staged,
-            hidden=s.hidden,
-            index_bytes=s.index_bytes,
-            building=s.building,
-            last_build_error=s.last_build_error,
-            shard_id=s.shard_id,
-            layout=layout_message(s.layout),
-            project_dims=s.project_dims,
-            models=s.models,
-            embedded_by=s.embedded_by,
-            limits=protocol.index_limits_message(limits, self._stream_limits),
-        )
-        if s.last_build_time is not None:
-            reply.last_build_time.CopyFrom(protocol.timestamp(s.last_build_time))
-        if s.last_build_seconds is not None:
-            reply.last_build_duration.CopyFrom(protocol.duration(s.last_build_seconds))
-        return reply
+        return protocol.shard_stats_message(self.shard.stats(), self._stream_limits)

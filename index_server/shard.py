@@ -37,19 +37,16 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from imagesim import reserved
-from imagesim.enums import Metric
 from imagesim.errors import NotFound
 from imagesim.index_server.builds import Builds
 from imagesim.index_server.generation import Generation, check_projection, remove_stale
 from imagesim.index_server.item_store import ItemStore, StoredItem
 from imagesim.index_server.layout import (
-    CollectionLayout,
     ShardConfig,
     check_identity,
     check_layout,
@@ -58,52 +55,25 @@ from imagesim.index_server.layout import (
     lock_data_dir,
 )
 from imagesim.index_server.limits import (
-    IndexLimits,
     check_count,
     check_items,
     check_key,
     check_range,
 )
 from imagesim.index_server.observer import NO_OBSERVER, ShardObserver
-from imagesim.index_server.searcher import Hit, Searcher
+from imagesim.index_server.searcher import Searcher
 from imagesim.index_server.staging import StagingSet
 from imagesim.index_server.view import View, compacted, derive_view, hide
 from imagesim.params import SearchParams
+from imagesim.types import Layout, Neighbor, ShardStats
 
 __all__ = [
-    "CollectionLayout",
-    "Hit",
     "Shard",
     "ShardConfig",
-    "ShardStats",
     "lock_data_dir",
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShardStats:
-    count: int
-    dims: int
-    metric: Metric
-    trees: int
-    built: bool
-    generation: int
-    built_count: int
-    staged: int
-    hidden: int
-    index_bytes: int
-    last_build_time: float | None  # Unix seconds
-    last_build_seconds: float | None
-    building: bool
-    last_build_error: str
-    shard_id: str
-    layout: CollectionLayout
-    project_dims: int
-    limits: IndexLimits
-    models: dict[str, int]  # items per value of the reserved metadata key imagesim.model
-    embedded_by: dict[str, int]  # items per runtime/precision (imagesim.embedded_by)
 
 
 class Shard:
@@ -132,7 +102,7 @@ class Shard:
         if self.project_dims:
             check_projection(self.metric)
             check_range("--project-dims", self.project_dims, 1, self.dims - 1)
-        self._layout = CollectionLayout.from_json(self.store.layout().get("collection"))
+        self._layout = Layout.from_json(self.store.layout().get("collection"))
         self._write_lock = threading.Lock()  # a write's SQLite commit and memory update
         self._builds = Builds(
             self.store,
@@ -182,10 +152,10 @@ class Shard:
     # ---- layout ---------------------------------------------------------------------------
 
     @property
-    def layout(self) -> CollectionLayout:
+    def layout(self) -> Layout:
         return self._layout
 
-    def set_layout(self, layout: CollectionLayout, expected_version: int) -> CollectionLayout:
+    def set_layout(self, layout: Layout, expected_version: int) -> Layout:
         """Record the collection layout (compare-and-set on its version)."""
         check_layout(layout, self.shard_id)
         with self._write_lock:
@@ -257,7 +227,7 @@ class Shard:
     def check_search(self, count: int, params: SearchParams) -> None:
         self._searcher.check(count, params)
 
-    def search(self, queries: Sequence[object], params: SearchParams) -> list[list[Hit]]:
+    def search(self, queries: Sequence[object], params: SearchParams) -> list[list[Neighbor]]:
         """The k nearest live items of each query vector, closest first."""
         started = time.perf_counter()
         hits = self._searcher.search(queries, params)
@@ -303,7 +273,7 @@ class Shard:
         generation = view.generation
         return ShardStats(
             count=len(self._live),
-            dims=self.dims,
+            dimension=self.dims,
             metric=self.metric,
             trees=generation.trees if generation else 0,
             built=generation is not None,

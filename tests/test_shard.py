@@ -9,9 +9,10 @@ import pytest
 
 from imagesim.enums import Metric
 from imagesim.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
-from imagesim.index_server.shard import Hit, Shard, ShardConfig
+from imagesim.index_server.shard import Shard, ShardConfig
 from imagesim.index_server.vectors import distances
 from imagesim.params import SearchParams
+from imagesim.types import Neighbor
 
 DIMS = 32
 
@@ -28,7 +29,7 @@ def open_shard(path: Path, **kwargs) -> Shard:
     )
 
 
-def search(shard: Shard, vector, k: int, **params) -> list[Hit]:
+def search(shard: Shard, vector, k: int, **params) -> list[Neighbor]:
     """One query's hits."""
     return shard.search([vector], SearchParams(k=k, **params))[0]
 

@@ -15,9 +15,10 @@ from imagesim.index_server import builds as builds_module
 from imagesim.index_server import generation as generation_module
 from imagesim.index_server import staging as staging_module
 from imagesim.index_server.item_store import ItemStore
-from imagesim.index_server.shard import CollectionLayout, Shard, ShardConfig
+from imagesim.index_server.shard import Shard, ShardConfig
 from imagesim.params import SearchParams
 from imagesim.routing import home
+from imagesim.types import Layout
 
 DIMS = 16
 
@@ -237,7 +238,7 @@ def test_a_corrupt_live_generation_is_served_exactly_from_the_store(tmp_path):
 
 def test_keys_that_belong_to_another_shard_are_refused(tmp_path):
     shard = open_shard(tmp_path, shard_id="a")
-    shard.set_layout(CollectionLayout(1, ("a", "b")), expected_version=0)
+    shard.set_layout(Layout(1, ("a", "b")), expected_version=0)
     mine = next(k for k in (f"k{i}" for i in range(100)) if home(k, ["a", "b"]) == "a")
     theirs = next(k for k in (f"k{i}" for i in range(100)) if home(k, ["a", "b"]) == "b")
     shard.add([(mine, vectors(1)[0], {})])
@@ -248,5 +249,5 @@ def test_keys_that_belong_to_another_shard_are_refused(tmp_path):
         shard.add([(mine, vectors(1)[0], {})], layout_version=7)
     assert caught.value.reason == Reason.LAYOUT_CHANGED.value
     # While a reshard moves items to c, a key may live under either layout.
-    shard.set_layout(CollectionLayout(2, ("a", "b"), ("a", "b", "c")), expected_version=1)
+    shard.set_layout(Layout(2, ("a", "b"), ("a", "b", "c")), expected_version=1)
     assert shard.stats().count == 1

@@ -23,7 +23,7 @@ from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
 from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from imagesim.params import SearchParams
-from imagesim.types import Item, ShardStatus
+from imagesim.types import Item, ShardStats
 
 # The embedder's defaults, until its Info answers.
 DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -162,7 +162,7 @@ class Backend:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def stats(self) -> list[ShardStatus]:
+    def stats(self) -> list[ShardStats]:
         return self.collection.stats(self.timeout)
 
     def readiness(self) -> tuple[dict[str, str], str]:
