@@ -10,6 +10,7 @@ writes can never be misrouted, and searches never silently miss a shard.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +127,13 @@ class Collection:
             protocol.shard_stats_of(address, reply)
             for address, reply in zip(self.addresses, replies, strict=True)
         ]
+
+    def status(self, timeout: float | None = None) -> list[ShardStats]:
+        """Deprecated spelling of `stats` (which returns the same typed rows now)."""
+        warnings.warn(
+            "Collection.status() is deprecated: use Collection.stats()", DeprecationWarning, 2
+        )
+        return self.stats(timeout)
 
     # ---- layout ---------------------------------------------------------------------------
 

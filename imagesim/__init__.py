@@ -39,7 +39,17 @@ if TYPE_CHECKING:
     )
     from imagesim.images import list_images
     from imagesim.params import SearchParams
-    from imagesim.types import Item, ItemToAdd, Neighbor
+    from imagesim.types import (
+        AddResult,
+        BuildResult,
+        EmbedderInfo,
+        Item,
+        ItemToAdd,
+        Layout,
+        Neighbor,
+        RemoveResult,
+        ShardStats,
+    )
 
 # name -> the module defining it (imported when the name is first used)
 _EXPORTS: dict[str, str] = {
@@ -51,6 +61,13 @@ _EXPORTS: dict[str, str] = {
     "Neighbor": "imagesim.types",
     "Item": "imagesim.types",
     "ItemToAdd": "imagesim.types",
+    # what the calls answer
+    "ShardStats": "imagesim.types",
+    "EmbedderInfo": "imagesim.types",
+    "BuildResult": "imagesim.types",
+    "AddResult": "imagesim.types",
+    "RemoveResult": "imagesim.types",
+    "Layout": "imagesim.types",
     "SearchParams": "imagesim.params",
     "ChannelSecurity": "imagesim.channel",
     "Space": "imagesim.enums",
@@ -77,12 +94,15 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Aborted",
+    "AddResult",
+    "BuildResult",
     "BulkReport",
     "Cancelled",
     "ChannelSecurity",
     "Collection",
     "DeadlineExceeded",
     "EmbedderClient",
+    "EmbedderInfo",
     "FailedPrecondition",
     "ImagesimError",
     "IndexClient",
@@ -90,14 +110,17 @@ __all__ = [
     "InvalidArgument",
     "Item",
     "ItemToAdd",
+    "Layout",
     "Metric",
     "Neighbor",
     "NotFound",
     "PermissionDenied",
     "Reason",
+    "RemoveResult",
     "ResourceExhausted",
     "SearchParams",
     "SearchResult",
+    "ShardStats",
     "Space",
     "Unauthenticated",
     "Unavailable",
