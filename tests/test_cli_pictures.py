@@ -15,7 +15,7 @@ from imagesim.client.pictures import ACCENT, TILE_BACKGROUND, picture
 from imagesim.samples import photo, write_sample_photos
 from tests.support.cli import run_cli as imagesim
 
-PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.picture_commands)
+PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.cli.pictures)
 
 
 @pytest.fixture(scope="module")

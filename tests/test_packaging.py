@@ -168,7 +168,8 @@ def test_the_wheel_holds_the_product_only_and_builds_without_warnings(tmp_path: 
     (wheel,) = tmp_path.glob("imagesim-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     modules = [n for n in names if n.endswith(".py")]
-    assert "imagesim/client/cli.py" in modules and "imagesim/web/static/index.html" in names
+    assert "imagesim/client/cli/__init__.py" in modules
+    assert "imagesim/web/static/index.html" in names
     helpers = ("test", "soak", "hostile", "selenium", "browser", "launch")
     assert [n for n in modules if any(h in n.rsplit("/", 1)[-1] for h in helpers)] == []
     assert not [n for n in names if n.startswith(("tests/", "imagesim/testing/"))]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imagesim.client.cli_args import enum_type, values
+from imagesim.client.cli.args import Parents, add_command, enum_type, values
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE, DuplicateReport, find_duplicates
 from imagesim.client.images_root import ImagesRoot
@@ -50,12 +50,12 @@ def sheet_options() -> argparse.ArgumentParser:
     return options
 
 
-def add_duplicates_command(
-    commands: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser]
-) -> None:
-    duplicates = commands.add_parser(
+def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
+    duplicates = add_command(
+        commands,
         "duplicates",
-        parents=list(parents),
+        cmd_duplicates,
+        [parents.common],
         help="groups of near-duplicates in the collection, largest first",
     )
     duplicates.add_argument(

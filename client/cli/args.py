@@ -1,13 +1,15 @@
-"""Argument types the CLI's commands share: each turns a bad value into a usage error (exit 2)
-that says what was expected."""
+"""What the CLI's command modules share: argument types (each turns a bad value into a usage
+error, exit 2, that says what was expected), the shared flag sets (`Parents`) and
+`add_command`, which ties a subcommand to the function that runs it."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from imagesim.enums import parse_enum
 
@@ -58,3 +60,30 @@ def require_directory(path: Path) -> Path:
             else f"argument DIR: no such directory: {path}"
         )
     return path
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The flag sets several commands share, given to each module's `register` as argparse
+    parents: `common` (--shards, --timeout), `embedding` (--embedder, --space), `bulk`
+    (--streams)."""
+
+    common: argparse.ArgumentParser
+    embedding: argparse.ArgumentParser
+    bulk: argparse.ArgumentParser
+
+
+def add_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    run: Command,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments carry the function that runs it (`args.run`)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, parents=list(parents), **kwargs)
+    parser.set_defaults(run=run)
+    return parser
