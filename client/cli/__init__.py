@@ -41,7 +41,7 @@ def parent_parsers() -> Parents:
         type=shards,
         default=shards(DEFAULT_SHARDS),
         help="Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection in any "
-        f"order (env IMAGESIM_SHARDS, default {DEFAULT_SHARDS})",
+        f"order (default {DEFAULT_SHARDS}) [IMAGESIM_SHARDS]",
     )
     common.add_argument(
         "--timeout",
@@ -55,8 +55,8 @@ def parent_parsers() -> Parents:
         "--embedder",
         default=DEFAULT_EMBEDDER,
         help="Embedder HOST:PORT, or replicas: HOST:PORT,HOST:PORT,... or dns:///NAME:PORT "
-        "(one channel balanced round-robin over them; env IMAGESIM_EMBEDDER, default "
-        f"{DEFAULT_EMBEDDER})",
+        f"(one channel balanced round-robin over them; default {DEFAULT_EMBEDDER}) "
+        "[IMAGESIM_EMBEDDER]",
     )
     embedding.add_argument(
         "--space",

@@ -87,3 +87,16 @@ def add_command(
     parser: argparse.ArgumentParser = commands.add_parser(name, parents=list(parents), **kwargs)
     parser.set_defaults(run=run)
     return parser
+
+
+def add_renamed_flag(
+    parser: argparse.ArgumentParser, flag: str, old: str, **kwargs: Any
+) -> argparse.Action:
+    """`flag` as help shows it; `old`, its earlier spelling, is still accepted (same value,
+    hidden from help). docs/api-changes.md lists each rename."""
+    action = parser.add_argument(flag, **kwargs)
+    alias = {name: value for name, value in kwargs.items() if name in ("type", "action")}
+    parser.add_argument(
+        old, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **alias
+    )
+    return action

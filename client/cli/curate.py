@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imagesim.client.cli.args import Parents, add_command, require_directory
+from imagesim.client.cli.args import Parents, add_command, add_renamed_flag, require_directory
 from imagesim.client.cli.pictures import (
     add_images_root_flag,
     key_path,
@@ -84,13 +84,16 @@ def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
         "outliers",
         cmd_outliers,
         [common],
-        help="the items farthest from their nearest neighbours (odd or broken pictures)",
+        help="the items farthest from their nearest neighbors (odd or broken pictures)",
     )
     outliers.add_argument("-n", type=int, default=50, help="how many (default 50)")
-    outliers.add_argument(
+    add_renamed_flag(
+        outliers,
+        "--neighbors",
         "--neighbours",
         type=int,
         default=DEFAULT_NEIGHBOURS,
+        metavar="N",
         help=f"score: mean distance to this many nearest items (default {DEFAULT_NEIGHBOURS})",
     )
     outliers.add_argument("--json", action="store_true", help="print JSON")
@@ -232,7 +235,7 @@ def outliers_json(report: OutlierReport) -> dict[str, Any]:
 def cmd_outliers(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
         collection.connect()
-        report = find_outliers(collection, args.n, args.neighbours, timeout=args.timeout)
+        report = find_outliers(collection, args.n, args.neighbors, timeout=args.timeout)
     if args.json:
         print(json.dumps(outliers_json(report), indent=2))
     else:

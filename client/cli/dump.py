@@ -92,7 +92,7 @@ def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
         "--model-cache",
         default=None,
         help="OpenVINO IR cache on each node (default: as imagesim-embedder, "
-        "$IMAGESIM_EMBEDDER_MODEL_CACHE or ~/.keras/imagesim-ir)",
+        "~/.keras/imagesim-ir) [IMAGESIM_EMBEDDER_MODEL_CACHE]",
     )
 
 

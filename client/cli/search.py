@@ -42,7 +42,7 @@ def searching_options() -> argparse.ArgumentParser:
         "--max-distance",
         type=float,
         metavar="D",
-        help="only neighbours at most this far (may return fewer than k)",
+        help="only neighbors at most this far (may return fewer than k)",
     )
     searching.add_argument(
         "--where",
@@ -52,9 +52,7 @@ def searching_options() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="only items whose metadata has KEY=VALUE (repeatable: all must match)",
     )
-    searching.add_argument(
-        "--metadata", action="store_true", help="print each neighbour's metadata"
-    )
+    searching.add_argument("--metadata", action="store_true", help="print each neighbor's metadata")
     searching.add_argument(
         "--allow-partial",
         action="store_true",
@@ -80,7 +78,7 @@ def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
         "similar",
         cmd_similar,
         [parents.common, searching, pictures],
-        help="more like this: the neighbours of an indexed item KEY (itself left out)",
+        help="more like this: the neighbors of an indexed item KEY (itself left out)",
     )
     similar.add_argument("key", metavar="KEY")
 
@@ -96,17 +94,29 @@ def search_params(args: argparse.Namespace) -> SearchParams:
     )
 
 
-def neighbour_rows(result: SearchResult) -> list[dict[str, Any]]:
+def neighbor_rows(result: SearchResult) -> list[dict[str, Any]]:
+    """Each neighbor as --json prints it (the web's /api/search and /api/similar use the same
+    names): `metadata` is null unless --metadata asked for it."""
     return [
         {
             "rank": rank,
             "key": n.key,
             "distance": float(n.distance),
             "shard": n.shard,
-            **({"metadata": dict(n.metadata)} if n.metadata is not None else {}),
+            "metadata": dict(n.metadata) if n.metadata is not None else None,
         }
         for rank, n in enumerate(result.neighbors, 1)
     ]
+
+
+def result_json(query: str, result: SearchResult) -> dict[str, Any]:
+    """One query's answer as --json prints it, named as the web's /api/search and /api/similar
+    answer: `query` is the image's path (query) or the item's key (similar)."""
+    return {
+        "query": query,
+        "neighbors": neighbor_rows(result),
+        "missing_shards": sorted(result.missing),
+    }
 
 
 def warn_missing(results: list[SearchResult]) -> None:
@@ -119,8 +129,9 @@ def warn_missing(results: list[SearchResult]) -> None:
 def print_result(title: str, result: SearchResult, show_metadata: bool) -> None:
     print(title)
     print(f"{'rank':>4}  {'distance':>8}  key")
-    for row in neighbour_rows(result):
-        extra = f"  {json.dumps(row['metadata'])}" if show_metadata and "metadata" in row else ""
+    for row in neighbor_rows(result):
+        metadata = row["metadata"]
+        extra = f"  {json.dumps(metadata)}" if show_metadata and metadata is not None else ""
         print(f"{row['rank']:>4}  {row['distance']:>8.4f}  {row['key']}{extra}")
 
 
@@ -151,11 +162,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 [
-                    {
-                        "query": str(path),
-                        "neighbors": neighbour_rows(result),
-                        "missing_shards": sorted(result.missing),
-                    }
+                    result_json(str(path), result)
                     for path, result in zip(args.images, results, strict=True)
                 ],
                 indent=2,
@@ -178,12 +185,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
         )
     warn_missing([result])
     if args.json:
-        row = {
-            "key": args.key,
-            "neighbors": neighbour_rows(result),
-            "missing_shards": sorted(result.missing),
-        }
-        print(json.dumps(row, indent=2))
+        print(json.dumps(result_json(args.key, result), indent=2))
     else:
         print_result(f"# like {args.key}", result, args.metadata)
     if args.sheet is not None:
