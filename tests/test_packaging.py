@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesim.client.dump import VectorDump
+from imagesim.bulk.dump import VectorDump
 
 # Modules of each extra: a console script may import only its own extra's.
 EXTRA_MODULES = {
@@ -173,3 +173,12 @@ def test_the_wheel_holds_the_product_only_and_builds_without_warnings(tmp_path: 
     helpers = ("test", "soak", "hostile", "selenium", "browser", "launch")
     assert [n for n in modules if any(h in n.rsplit("/", 1)[-1] for h in helpers)] == []
     assert not [n for n in names if n.startswith(("tests/", "imagesim/testing/"))]
+
+
+def test_the_client_and_the_embedder_never_import_each_other():
+    """What both need (the bulk engines: dumps, batch inference, Ray) lives in imagesim.bulk."""
+    root = Path(__file__).resolve().parent.parent
+    for folder, other in (("client", "embedder_server"), ("embedder_server", "imagesim.client")):
+        sources = sorted((root / folder).rglob("*.py"))
+        assert sources
+        assert [str(p.relative_to(root)) for p in sources if other in p.read_text()] == []

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imagesim.client.bulk import BulkReport, write_failures
+from imagesim.bulk.common import BulkReport, write_failures
 from imagesim.client.embedder_client import ModelIdentity
 from imagesim.errors import FailedPrecondition
 from imagesim.v1 import embedder_pb2
@@ -25,9 +25,9 @@ def warn(lines: list[str]) -> None:
 
 
 def parquet_module() -> Any:
-    """client.parquet_dump, or an error naming the extra that brings pyarrow."""
+    """bulk.parquet_dump, or an error naming the extra that brings pyarrow."""
     try:
-        from imagesim.client import parquet_dump
+        from imagesim.bulk import parquet_dump
     except ImportError as exc:
         raise FailedPrecondition(str(exc)) from None
     return parquet_dump

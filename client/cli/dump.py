@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from imagesim.bulk.dump import dump_folder
 from imagesim.client.cli.args import Parents, UsageError, add_command, require_directory
 from imagesim.client.cli.common import is_parquet, parquet_module, print_report
-from imagesim.client.dump import dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.rpc import DEFAULT_TIMEOUT
 from imagesim.errors import FailedPrecondition
@@ -106,7 +106,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     with EmbedderClient(args.embedder, args.timeout) as embedder:
         progress, streams = not args.quiet, args.streams
         if parquet:
-            from imagesim.client.dump import dump_folder_parquet
+            from imagesim.bulk.dump import dump_folder_parquet
 
             rows, report = dump_folder_parquet(
                 args.folder, embedder, args.out, args.space, progress=progress, streams=streams
@@ -130,8 +130,8 @@ def ray_dump_command(args: argparse.Namespace) -> int:
     if not is_parquet(args.out):
         raise UsageError("the Ray engine writes Parquet: give --out NAME.parquet")
     try:
-        from imagesim.client import ray_dump
-        from imagesim.embedder_server.batch_inference import ModelSpec
+        from imagesim.bulk import ray_dump
+        from imagesim.bulk.batch_inference import ModelSpec
 
         ray_dump.import_ray()
     except ImportError:

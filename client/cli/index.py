@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 from imagesim import protocol, reserved
-from imagesim.client.bulk import BulkReport, add_vectors, index_paths
+from imagesim.bulk.common import BulkReport
+from imagesim.bulk.dump import VectorDump
+from imagesim.client.bulk import add_vectors, index_paths
 from imagesim.client.cli.args import (
     Parents,
     UsageError,
@@ -25,7 +27,6 @@ from imagesim.client.cli.args import (
 )
 from imagesim.client.cli.common import is_parquet, model_of, parquet_module, print_report, warn
 from imagesim.client.collection import Collection
-from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT
