@@ -6,9 +6,9 @@ import their extra's modules lazily and name the extra when it is missing.
 This module holds `main`, the top-level parser and the flag sets several commands share (the
 servers' addresses, the deadline, the vector space); each command group is a module that
 registers its subcommands (`register(commands, parents)`): index (index, export, build, stats,
-remove, reshard), dump, search (query, similar), reducer, pictures (duplicates), curate (sync,
+remove, reshard), search (query, similar), dump, reducer, pictures (duplicates), curate (sync,
 apply, undo, outliers). security adds the connection-security flags to every command that
-talks to a server.
+talks to a server; the bulk engines themselves live in imagesim.bulk.
 """
 
 from __future__ import annotations
