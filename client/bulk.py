@@ -15,15 +15,15 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from imagesim.bulk.common import BulkReport, image_metadata, path_key
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
-from imagesim.client.pictures import image_size
 from imagesim.client.rpc import Deadline
 from imagesim.client.stream_pool import Job, StreamPool
 from imagesim.enums import Space
@@ -31,53 +31,6 @@ from imagesim.errors import FailedPrecondition, InvalidArgument, PermissionDenie
 from imagesim.types import ItemToAdd
 
 DNS_STREAMS = 2  # bulk streams over a dns:/// embedder name (its replica count is unknown)
-
-
-@dataclass
-class BulkReport:
-    done: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    already: int = 0  # skipped because a previous run had done them
-    per_shard: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    resent: int = 0  # images sent again after their stream broke (none lost)
-    streams_broken: int = 0  # embed streams that broke on a transient failure and were replaced
-    # Why the final Build was not run ("" when it ran or was not asked for): the key lacks the
-    # admin role Build needs; the shards build in the background instead.
-    build_skipped: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.seconds if self.seconds else 0.0
-
-
-def path_key(path: Path) -> str:
-    """The item key of a file: its path as given. A name that is not valid UTF-8 cannot be a
-    key (keys are UTF-8 strings on the wire): ValueError, and the file is reported."""
-    key = str(path)
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise ValueError(f"file name is not valid UTF-8: {shown}") from None
-    return key
-
-
-def image_metadata(data: bytes, mtime: float) -> dict[str, str]:
-    """The default metadata of an image file (file size, width, height, mtime), from its
-    header alone; ValueError with a reason if it is empty or does not look like an image."""
-    if not data:
-        raise ValueError("empty file")
-    try:
-        width, height = image_size(data)
-    except InvalidArgument as exc:  # its message says what the data is, never a Python repr
-        raise ValueError(f"not a readable image: {exc.message}") from None
-    return {
-        "file_size": str(len(data)),
-        "width": str(width),
-        "height": str(height),
-        "mtime": str(int(mtime)),
-    }
 
 
 def read_image_file(path: Path, max_bytes: int = 0) -> tuple[bytes, dict[str, str]]:
@@ -273,13 +226,6 @@ def add_vectors(
             report.build_skipped = exc.message
     report.seconds += time.monotonic() - started
     return report
-
-
-def write_failures(report: BulkReport, path: Path) -> None:
-    """The failed files, one `path<TAB>reason` line each."""
-    with open(path, "w", encoding="utf-8") as f:
-        for failed, reason in report.failed:
-            f.write(f"{failed}\t{reason}\n")
 
 
 def index_paths(

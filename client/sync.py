@@ -2,7 +2,7 @@
 whose files are gone.
 
 A file is *changed* when its size or modification time (whole seconds) differs from what the
-item's metadata recorded when it was indexed (`file_size`, `mtime`: see bulk.image_metadata);
+item's metadata recorded when it was indexed (`file_size`, `mtime`: see bulk.common.image_metadata);
 an item without them is re-embedded. Only keys that belong to the folder are ever removed: keys
 are the paths as indexed (`photos/a.jpg` for `imagesim index photos`), so the folder's items are
 the keys under that same path, and an item is removed only when no file exists at its key any
@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from imagesim.client.bulk import BulkReport, add_vectors, embed_files, path_key
+from imagesim.bulk.common import BulkReport, path_key
+from imagesim.client.bulk import add_vectors, embed_files
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.enums import Space

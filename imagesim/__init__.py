@@ -16,8 +16,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from imagesim.bulk.common import BulkReport
     from imagesim.channel import ChannelSecurity
-    from imagesim.client.bulk import BulkReport, index_paths
+    from imagesim.client.bulk import index_paths
     from imagesim.client.collection import Collection, SearchResult
     from imagesim.client.embedder_client import EmbedderClient
     from imagesim.client.index_client import IndexClient
@@ -75,7 +76,7 @@ _EXPORTS: dict[str, str] = {
     # bulk work over a folder
     "index_paths": "imagesim.client.bulk",
     "list_images": "imagesim.images",
-    "BulkReport": "imagesim.client.bulk",
+    "BulkReport": "imagesim.bulk.common",
     # errors: every failed call raises an ImagesimError subclass carrying a Reason
     "ImagesimError": "imagesim.errors",
     "Reason": "imagesim.errors",

@@ -37,7 +37,7 @@ DEPLOY = ROOT / "deploy"
 # Used by deploy/ before this tree has it: (program, flag or "") -> where it comes from.
 PENDING: dict[tuple[str, str], str] = {}  # imagesim-web (issue 11) has landed
 # Variables the client library reads (imagesim.channel.ChannelSecurity.from_env) and the CLI's
-# service addresses (client/cli.py); test_deploy_images checks this list against the code.
+# service addresses (client/cli/__init__.py); test_deploy_images checks this list against the code.
 CLIENT_ENV = {
     "IMAGESIM_TLS_CA",
     "IMAGESIM_TLS_CERT",

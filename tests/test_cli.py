@@ -115,6 +115,7 @@ def test_query_json_and_near_duplicates_rank_high(indexed, photos):
         "chelsea_half.jpg",
     }
     assert {h["shard"] for h in hits} <= set(shards.split(","))
+    assert all(h["metadata"] is None for h in hits)  # not asked for: null, as the web sends
 
 
 def test_several_images_in_one_query_each_get_their_answer(indexed, photos):
@@ -140,7 +141,7 @@ def test_similar_threshold_filter_and_metadata(indexed, photos):
     key = str(photos / "real" / "chelsea.jpg")
     result = imagesim("similar", key, "--shards", shards, "-k", "3", "--json", "--metadata")
     answer = json.loads(result.stdout)
-    assert answer["key"] == key and len(answer["neighbors"]) == 3
+    assert answer["query"] == key and len(answer["neighbors"]) == 3  # as /api/similar
     assert key not in [n["key"] for n in answer["neighbors"]]
     assert {n["key"].split("/")[-1] for n in answer["neighbors"]} == {
         "chelsea_mirror.jpg",
@@ -197,7 +198,7 @@ def test_stats_export_build_and_remove(indexed, photos, tmp_path):
         f"{indexed_images} items (2048-d)"
         in imagesim("export", "--shards", shards, "--out", str(out)).stdout
     )
-    from imagesim.client.dump import VectorDump
+    from imagesim.bulk.dump import VectorDump
 
     exported = VectorDump.load(out)
     assert len(exported.keys) == indexed_images and exported.vectors.shape == (indexed_images, 2048)

@@ -15,7 +15,7 @@ from imagesim.samples import photo, write_sample_photos
 from imagesim.types import ItemToAdd
 from tests.support.cli import run_cli as imagesim
 
-PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.picture_commands)
+PAD, TILE, STEP = 14, 180, 194  # the sheet's geometry (imagesim.client.cli.pictures)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,7 @@ def test_duplicates_finds_each_photo_with_its_variants(collection, tmp_path):
     report = json.loads(result.stdout)
     groups = [[m["key"] for m in g["members"]] for g in report["groups"]]
     assert report["items"] == 46 and report["max_distance"] == 0.04
+    assert report["neighbors"] == 10
     assert [g["size"] for g in report["groups"]] == sorted(
         (g["size"] for g in report["groups"]), reverse=True
     )
@@ -125,9 +126,11 @@ def test_duplicates_finds_each_photo_with_its_variants(collection, tmp_path):
     assert "coffee.jpg" in coffee and str(folder / "coffee.jpg") in coffee  # the relative twin
     tight = json.loads(
         imagesim(
-            "duplicates", "--shards", shards, "--json", "--quiet", "--max-distance", "0.001"
+            *("duplicates", "--shards", shards, "--json", "--quiet", "--max-distance", "0.001"),
+            *("--neighbours", "5"),  # the earlier spelling of --neighbors, still accepted
         ).stdout
     )
+    assert tight["neighbors"] == 5
     pairs = [{m["key"] for m in g["members"]} for g in tight["groups"]]
     assert {"coffee.jpg", str(folder / "coffee.jpg")} in pairs  # same vector, two keys
     assert {"rocket.jpg", str(folder / "rocket.jpg")} in pairs

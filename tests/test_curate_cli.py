@@ -67,9 +67,10 @@ def test_sync_review_apply_and_undo(setup):
         assert collection.missing(moving) == []
     assert len(list((root / "photos").iterdir())) == files
 
-    odd = imagesim("outliers", "-n", "3", "--json", *servers[2:])
+    odd = imagesim("outliers", "-n", "3", "--neighbors", "2", "--json", *servers[2:])
     report = json.loads(odd.stdout)
     assert len(report["outliers"]) == 3 and report["items"] == files
+    assert report["neighbors"] == 2
     assert report["outliers"][0]["score"] >= report["outliers"][2]["score"]
 
 

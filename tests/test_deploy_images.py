@@ -415,7 +415,7 @@ def test_the_client_variables_are_the_ones_the_library_reads():
         if f"/x/{name}" in {str(v) for v in vars(security).values() if v is not None}
     }
     assert read == CLIENT_ENV
-    cli = (ROOT / "client" / "cli.py").read_text()
+    cli = (ROOT / "client" / "cli" / "__init__.py").read_text()
     assert all(f'os.environ.get("{name}"' in cli for name in CLI_ENV)
 
 

@@ -184,7 +184,7 @@ def test_the_mapped_ir_weights_leave_memory_after_the_first_inference(
 def test_the_ray_engine_dumps_int8_vectors(calibration, model_cache, photos, tmp_path_factory):
     """`dump --engine ray --precision int8 --calibration DIR`: the actors load the cached INT8
     IR; the dump says int8 and holds the int8 runtime's vectors."""
-    from imagesim.client.parquet_dump import read_header, read_rows
+    from imagesim.bulk.parquet_dump import read_header, read_rows
     from imagesim.embedder_server.preprocess import ImageLimits, load_rgb
 
     root = tmp_path_factory.mktemp("ray-int8")

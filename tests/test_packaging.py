@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imagesim.client.dump import VectorDump
+from imagesim.bulk.dump import VectorDump
 
 # Modules of each extra: a console script may import only its own extra's.
 EXTRA_MODULES = {
@@ -168,7 +168,17 @@ def test_the_wheel_holds_the_product_only_and_builds_without_warnings(tmp_path: 
     (wheel,) = tmp_path.glob("imagesim-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     modules = [n for n in names if n.endswith(".py")]
-    assert "imagesim/client/cli.py" in modules and "imagesim/web/static/index.html" in names
+    assert "imagesim/client/cli/__init__.py" in modules
+    assert "imagesim/web/static/index.html" in names
     helpers = ("test", "soak", "hostile", "selenium", "browser", "launch")
     assert [n for n in modules if any(h in n.rsplit("/", 1)[-1] for h in helpers)] == []
     assert not [n for n in names if n.startswith(("tests/", "imagesim/testing/"))]
+
+
+def test_the_client_and_the_embedder_never_import_each_other():
+    """What both need (the bulk engines: dumps, batch inference, Ray) lives in imagesim.bulk."""
+    root = Path(__file__).resolve().parent.parent
+    for folder, other in (("client", "embedder_server"), ("embedder_server", "imagesim.client")):
+        sources = sorted((root / folder).rglob("*.py"))
+        assert sources
+        assert [str(p.relative_to(root)) for p in sources if other in p.read_text()] == []

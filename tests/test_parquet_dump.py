@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imagesim.client.parquet_dump import (
+from imagesim.bulk.parquet_dump import (
     DumpHeader,
     ParquetDumpWriter,
     read_header,
@@ -128,7 +128,7 @@ def test_a_parquet_file_that_is_not_a_dump_is_refused(tmp_path: Path):
 READER = """
 import sys
 import pyarrow as pa
-from imagesim.client.parquet_dump import read_rows
+from imagesim.bulk.parquet_dump import read_rows
 count = 0
 for key, vector, meta in read_rows(sys.argv[1]):
     count += 1

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from imagesim.client.parquet_dump import read_header, read_rows
+from imagesim.bulk.parquet_dump import read_header, read_rows
 from tests.support.cli import run_cli as imagesim
 
 pytestmark = pytest.mark.slow
@@ -173,7 +173,7 @@ def test_the_ray_engine_refuses_another_model_into_the_same_dump(runs, ray_env, 
 LOCAL_RAY_CHECK = """
 import json, ray
 from ray._common.usage import usage_lib
-from imagesim.client.ray_dump import RaySettings, ray_session
+from imagesim.bulk.ray_dump import RaySettings, ray_session
 
 with ray_session(RaySettings(actors=3, local_cpus=2, object_store_mb=128)) as session:
     resources = session.cluster_resources()
@@ -214,7 +214,7 @@ def test_a_local_ray_stays_private_small_and_quiet(ray_env):
 def test_a_ray_that_cannot_be_reached_is_unavailable(monkeypatch):
     import ray
 
-    from imagesim.client.ray_dump import RaySettings, ray_session
+    from imagesim.bulk.ray_dump import RaySettings, ray_session
     from imagesim.errors import Unavailable
 
     calls = []
@@ -237,7 +237,7 @@ def test_quieting_ray_data_leaves_the_applications_handlers_alone():
 
     import ray.data  # noqa: F401  (configures the 'ray.data' logger)
 
-    from imagesim.client.ray_dump import quiet_console
+    from imagesim.bulk.ray_dump import quiet_console
 
     logger = logging.getLogger("ray.data")
     for handler in logger.handlers:  # as if no session had quieted them yet

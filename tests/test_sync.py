@@ -120,7 +120,7 @@ def test_watch_sees_a_change_made_while_the_first_sync_runs(tmp_path: Path):
     second run (the race that once lost the change and left `sync --watch` waiting forever)."""
     import threading
 
-    from imagesim.client.curate_commands import watch
+    from imagesim.client.cli.curate import watch
 
     runs: list[int] = []
 

@@ -5,9 +5,9 @@ Calibration photos: a folder the user names (`--calibration DIR`: a few hundred 
 own data, searched recursively by extension), or by default the bundled sample photos
 (scikit-image's sample images with their near-duplicate variants, imagesim.samples),
 written once into the model cache. Each photo is decoded and resized exactly as the Embedder
-serves it (batch_inference.decode_batch); the quantized IR takes the served uint8 batch with the
-model's input scaling in its graph (openvino.with_uint8_input), so calibration sees what
-serving sees.
+serves it (imagesim.bulk.batch_inference.decode_batch); the quantized IR takes the served uint8
+batch with the model's input scaling in its graph (openvino.with_uint8_input), so calibration
+sees what serving sees.
 
 The INT8 IR is an entry of the IR cache beside the float one, keyed by the float IR's key plus
 the NNCF version, a hash of the calibration set (each file's name, size and sha256) and the
@@ -132,7 +132,7 @@ def quantize(float_entry: CachedIR, folder: Path, cache: IRCache) -> CachedIR:
     on them; store the entry (imports NNCF)."""
     import nncf
 
-    from imagesim.embedder_server.batch_inference import decode_batch
+    from imagesim.bulk.batch_inference import decode_batch
     from imagesim.embedder_server.runtimes.openvino import (
         compile_ir,
         import_openvino,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imagesim.client.cli_args import enum_type, values
+from imagesim.client.cli.args import Parents, add_command, add_renamed_flag, enum_type, values
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE, DuplicateReport, find_duplicates
 from imagesim.client.images_root import ImagesRoot
@@ -50,12 +50,12 @@ def sheet_options() -> argparse.ArgumentParser:
     return options
 
 
-def add_duplicates_command(
-    commands: argparse._SubParsersAction, parents: Sequence[argparse.ArgumentParser]
-) -> None:
-    duplicates = commands.add_parser(
+def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
+    duplicates = add_command(
+        commands,
         "duplicates",
-        parents=list(parents),
+        cmd_duplicates,
+        [parents.common],
         help="groups of near-duplicates in the collection, largest first",
     )
     duplicates.add_argument(
@@ -65,10 +65,13 @@ def add_duplicates_command(
         metavar="D",
         help=f"items at most this far apart are duplicates (default {DEFAULT_MAX_DISTANCE})",
     )
-    duplicates.add_argument(
+    add_renamed_flag(
+        duplicates,
+        "--neighbors",
         "--neighbours",
         type=int,
         default=10,
+        metavar="N",
         help="nearest items each item is compared with (default 10)",
     )
     duplicates.add_argument("--json", action="store_true", help="print JSON")
@@ -185,7 +188,7 @@ def group_sheet(report: DuplicateReport, number: int, images_root: Path | None) 
 def report_json(report: DuplicateReport) -> dict:
     return {
         "max_distance": report.max_distance,
-        "neighbours": report.neighbours,
+        "neighbors": report.neighbours,
         "items": report.items,
         "seconds": round(report.seconds, 3),
         "groups": [
@@ -228,7 +231,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
         collection.connect()
         report = find_duplicates(
-            collection, args.max_distance, args.neighbours, timeout=args.timeout, progress=progress
+            collection, args.max_distance, args.neighbors, timeout=args.timeout, progress=progress
         )
         if args.plan is not None:
             write_plan(args, collection, report)

@@ -1,6 +1,6 @@
 """A vector dump: keys, float32 vectors and metadata in one .npz, embedded once (`imagesim
 dump`) or exported from a collection (`imagesim export`); or, for large runs, one Parquet file
-(client.parquet_dump: written in checkpoints and read as a stream).
+(bulk.parquet_dump: written in checkpoints and read as a stream).
 
 Re-running a dump on a grown folder embeds only the files not in the dump yet. The dump records
 the embedding model's fingerprint (empty for an export: shards do not know it) and the space,
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from imagesim.atomic import write_atomic
-from imagesim.client.bulk import BulkReport, embed_files
+from imagesim.bulk.common import BulkReport
+from imagesim.client.bulk import embed_files
 from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, Reason
@@ -134,8 +135,8 @@ def dump_folder_parquet(
     streams: int | None = None,
 ) -> tuple[int, BulkReport]:
     """`dump_folder` into a Parquet dump (checkpointed, atomic, resumable: see
-    client.parquet_dump). Returns the dump's row count and this run's report."""
-    from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
+    bulk.parquet_dump). Returns the dump's row count and this run's report."""
+    from imagesim.bulk.parquet_dump import DumpHeader, ParquetDumpWriter
 
     started = time.monotonic()
     space = Space(space)

@@ -2,10 +2,10 @@
 
 The pipeline is Ray Data's own: `read_binary_files` reads the files, a task stage checks each
 header (the same check and default metadata as the gRPC dump) and decodes it with the
-Embedder's own preprocessing (embedder_server.batch_inference.decode_batch), and a pool of
+Embedder's own preprocessing (bulk.batch_inference.decode_batch), and a pool of
 `actors` actors, each holding the model loaded once (OpenVINO from the IR cache, as the server
 loads it), runs batches of `batch_size` images. The driver streams the results into a Parquet
-dump (client.parquet_dump: checkpointed, atomic, resumable), so a re-run embeds only the files
+dump (bulk.parquet_dump: checkpointed, atomic, resumable), so a re-run embeds only the files
 the dump does not hold yet. A file that cannot be read or decoded is reported with its reason,
 never fatal.
 
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from imagesim import reserved
-from imagesim.client.bulk import BulkReport, image_metadata, path_key
-from imagesim.client.parquet_dump import DumpHeader, ParquetDumpWriter
-from imagesim.embedder_server.batch_inference import BatchModel, ModelSpec, decode_batch
+from imagesim.bulk.batch_inference import BatchModel, ModelSpec, decode_batch
+from imagesim.bulk.common import BulkReport, image_metadata, path_key
+from imagesim.bulk.parquet_dump import DumpHeader, ParquetDumpWriter
 from imagesim.embedder_server.model import WeightsSource
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, Unavailable

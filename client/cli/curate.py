@@ -1,5 +1,5 @@
 """The CLI's folder-keeping commands: `sync`, `apply`, `undo` and `outliers` (the review plan
-itself is written by `duplicates --plan`, in picture_commands)."""
+itself is written by `duplicates --plan`, in cli.pictures)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import argparse
 import json
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imagesim.client.cli_args import require_directory
-from imagesim.client.collection import Collection
-from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
-from imagesim.client.picture_commands import (
+from imagesim.client.cli.args import Parents, add_command, add_renamed_flag, require_directory
+from imagesim.client.cli.pictures import (
     add_images_root_flag,
     key_path,
     load_tile_picture,
     save,
 )
+from imagesim.client.collection import Collection
+from imagesim.client.embedder_client import EmbedderClient
+from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
 from imagesim.client.pictures import Tile, contact_sheet
 from imagesim.client.quarantine import Outcome, apply_plan, undo
 from imagesim.client.review_plan import load_plan
@@ -30,14 +30,13 @@ from imagesim.errors import FailedPrecondition
 WATCH_DEBOUNCE_SECONDS = 2.0
 
 
-def add_curate_commands(
-    commands: argparse._SubParsersAction,
-    common: argparse.ArgumentParser,
-    embedding: Sequence[argparse.ArgumentParser],
-) -> None:
-    sync = commands.add_parser(
+def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
+    common = parents.common
+    sync = add_command(
+        commands,
         "sync",
-        parents=[common, *embedding],
+        cmd_sync,
+        [common, parents.embedding, parents.bulk],
         help="make the collection match a folder: add new files, re-embed changed ones, "
         "remove items whose files are gone",
     )
@@ -51,8 +50,12 @@ def add_curate_commands(
     sync.add_argument("--no-build", action="store_true", help="leave building to the shards")
     sync.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    apply = commands.add_parser(
-        "apply", parents=[common], help="carry out a duplicates review plan (needs a write key)"
+    apply = add_command(
+        commands,
+        "apply",
+        cmd_apply,
+        [common],
+        help="carry out a duplicates review plan (needs a write key)",
     )
     apply.add_argument("plan", type=Path)
     where = apply.add_mutually_exclusive_group(required=True)
@@ -70,22 +73,27 @@ def add_curate_commands(
     )
     apply.add_argument("--dry-run", action="store_true", help="print what would happen")
 
-    undo_parser = commands.add_parser(
-        "undo", parents=[common], help="put back the files and items of an apply"
+    undo_parser = add_command(
+        commands, "undo", cmd_undo, [common], help="put back the files and items of an apply"
     )
     undo_parser.add_argument("manifest", type=Path)
     undo_parser.add_argument("--dry-run", action="store_true", help="print what would happen")
 
-    outliers = commands.add_parser(
+    outliers = add_command(
+        commands,
         "outliers",
-        parents=[common],
-        help="the items farthest from their nearest neighbours (odd or broken pictures)",
+        cmd_outliers,
+        [common],
+        help="the items farthest from their nearest neighbors (odd or broken pictures)",
     )
     outliers.add_argument("-n", type=int, default=50, help="how many (default 50)")
-    outliers.add_argument(
+    add_renamed_flag(
+        outliers,
+        "--neighbors",
         "--neighbours",
         type=int,
         default=DEFAULT_NEIGHBOURS,
+        metavar="N",
         help=f"score: mean distance to this many nearest items (default {DEFAULT_NEIGHBOURS})",
     )
     outliers.add_argument("--json", action="store_true", help="print JSON")
@@ -227,7 +235,7 @@ def outliers_json(report: OutlierReport) -> dict[str, Any]:
 def cmd_outliers(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
         collection.connect()
-        report = find_outliers(collection, args.n, args.neighbours, timeout=args.timeout)
+        report = find_outliers(collection, args.n, args.neighbors, timeout=args.timeout)
     if args.json:
         print(json.dumps(outliers_json(report), indent=2))
     else:
@@ -245,11 +253,3 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         title = f"outliers: the {len(tiles)} most isolated items (score)"
         save(contact_sheet(tiles, title, 180, 6), args.sheet, args.json)
     return 0
-
-
-CURATE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "sync": cmd_sync,
-    "apply": cmd_apply,
-    "undo": cmd_undo,
-    "outliers": cmd_outliers,
-}
