@@ -1,11 +1,13 @@
 """The server's and the collection's state: health probes, the upload limits and defaults the
 page uses, the items per shard and in all."""
 
+from collections import Counter
 from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from imagesim.client.index_client import ShardStatus
 from imagesim.web import models
 from imagesim.web.deps import BackendDep, KeysDep, MayRead, SettingsDep
 from imagesim.web.errors import openapi_errors
@@ -56,6 +58,20 @@ def limits(backend: BackendDep, settings: SettingsDep, keys: KeysDep) -> models.
     )
 
 
+def totals(shards: list[ShardStatus]) -> models.StatsTotal:
+    """The collection's totals, as `imagesim stats --json` adds them up."""
+    return models.StatsTotal(
+        shards=len(shards),
+        count=sum(s.count for s in shards),
+        built_count=sum(s.built_count for s in shards),
+        staged=sum(s.staged for s in shards),
+        hidden=sum(s.hidden for s in shards),
+        index_bytes=sum(s.index_bytes for s in shards),
+        models=dict(sum((Counter(s.models) for s in shards), Counter())),
+        embedded_by=dict(sum((Counter(s.embedded_by) for s in shards), Counter())),
+    )
+
+
 @router.get(
     "/api/stats",
     response_model=models.StatsResponse,
@@ -63,9 +79,12 @@ def limits(backend: BackendDep, settings: SettingsDep, keys: KeysDep) -> models.
     responses=openapi_errors(502, 503, 504),
 )
 def stats(backend: BackendDep) -> models.StatsResponse:
-    """Items per shard and in all."""
+    """Items per shard and in all: `imagesim stats --json`'s answer (`count`: deprecated,
+    `total.count`)."""
     shards = backend.stats()
+    total = totals(shards)
     return models.StatsResponse(
-        count=sum(s.count for s in shards),
         shards=[models.ShardStats.model_validate(s, from_attributes=True) for s in shards],
+        total=total,
+        count=total.count,
     )
