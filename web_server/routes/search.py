@@ -34,8 +34,9 @@ Where = Annotated[
 ]
 
 
-def bounded_k(k: int | None, settings: WebSettings, where: str) -> int:
-    """`k`, or the default; over --max-k: 422 as if the parameter declared the bound."""
+def bounded_k(k: int | None, settings: WebSettings, source: str) -> int:
+    """`k`, or the default; over --max-k: 422 as if the parameter declared the bound
+    (`source`: "query" or "body", where the parameter came from)."""
     if k is None:
         return settings.default_k
     if k > settings.max_k:
@@ -43,7 +44,7 @@ def bounded_k(k: int | None, settings: WebSettings, where: str) -> int:
             [
                 {
                     "type": "less_than_equal",
-                    "loc": (where, "k"),
+                    "loc": (source, "k"),
                     "msg": f"Input should be less than or equal to {settings.max_k}",
                     "input": k,
                     "ctx": {"le": settings.max_k},
