@@ -6,7 +6,8 @@ and every public client method returns them, never a generated message."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +226,33 @@ class ShardStats:
             "models": self.models,
             "embedded_by": self.embedded_by,
         }
+
+
+@dataclass(frozen=True)
+class CollectionTotals:
+    """A collection's figures added up over its shards (`stats --json` and /api/stats)."""
+
+    shards: int
+    count: int
+    built_count: int
+    staged: int
+    hidden: int
+    index_bytes: int
+    models: dict[str, int]
+    embedded_by: dict[str, int]
+
+    @classmethod
+    def of(cls, shards: Sequence[ShardStats]) -> CollectionTotals:
+        return cls(
+            shards=len(shards),
+            count=sum(s.count for s in shards),
+            built_count=sum(s.built_count for s in shards),
+            staged=sum(s.staged for s in shards),
+            hidden=sum(s.hidden for s in shards),
+            index_bytes=sum(s.index_bytes for s in shards),
+            models=dict(sum((Counter(s.models) for s in shards), Counter())),
+            embedded_by=dict(sum((Counter(s.embedded_by) for s in shards), Counter())),
+        )
 
 
 @dataclass(frozen=True)

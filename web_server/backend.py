@@ -192,3 +192,11 @@ class Backend:
         with self._lock:
             self._readiness = (time.monotonic(), shards, embedder)
         return shards, embedder
+
+
+def collection_signature(backend: Backend) -> tuple[tuple, int]:
+    """The collection's state (changes whenever an item is added, built or removed) and its
+    item count: what the duplicate jobs and the outliers reuse an answer for."""
+    shards = backend.stats()
+    state = tuple((s.shard_id, s.count, s.generation, s.staged, s.hidden) for s in shards)
+    return state, sum(s.count for s in shards)

@@ -14,6 +14,7 @@ closed request").
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from starlette.routing import BaseRoute, Match, Router
@@ -30,13 +31,28 @@ def route_template(route: BaseRoute) -> str:
     return str(getattr(route, "path", UNMATCHED)) or UNMATCHED
 
 
-def route_of(scope: Scope, router: Router) -> str:
+def flatten(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
+    """The routes a request is matched against. An included router stands for its routes:
+    FastAPI (0.16x) keeps an included router as one route of its own, without a path, that
+    matches whatever its routes match (imagesim.web includes its routers without a prefix,
+    so their routes' paths are the full paths)."""
+    flat: list[BaseRoute] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if isinstance(inner, Router):
+            flat.extend(flatten(inner.routes))
+        else:
+            flat.append(route)
+    return flat
+
+
+def route_of(scope: Scope, routes: Iterable[BaseRoute]) -> str:
     """The template of the route that handled (or would handle) the request."""
     route = scope.get("route")
     if isinstance(route, BaseRoute):
         return route_template(route)
     partial = None
-    for candidate in router.routes:
+    for candidate in routes:
         match, _ = candidate.matches(scope)
         if match is Match.FULL:
             return route_template(candidate)
@@ -51,6 +67,7 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, registry: CollectorRegistry, router: Router) -> None:
         self.app = app
         self.router = router
+        self._routes: list[BaseRoute] | None = None  # flattened at the first request
         self.duration = Histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
@@ -77,7 +94,9 @@ class HttpMetrics:
 
         # The route is found before the request runs: a mounted app (the static files) rewrites
         # the scope's root_path, after which no route would match it.
-        route = route_of(scope, self.router)
+        if self._routes is None:
+            self._routes = flatten(self.router.routes)
+        route = route_of(scope, self._routes)
         self.active.inc()
         try:
             await self.app(scope, receive, counted)

@@ -50,21 +50,50 @@ class ItemResponse(BaseModel):
 
 
 class ShardStats(BaseModel):
-    shard: str
+    """One shard's row, as `imagesim stats --json` prints it."""
+
+    shard: str = Field(description="the address it was reached at")
     shard_id: str
-    count: int
+    count: int = Field(description="live items (built + staged - hidden)")
     built_count: int
     staged: int
     hidden: int
     dimension: int
     metric: str
     generation: int
+    trees: int
     built: bool
+    building: bool
+    index_bytes: int
+    last_build_seconds: float
+    last_build_error: str
+    layout_version: int
+    project_dims: int
+    models: dict[str, int] = Field(description="items by embedding model fingerprint")
+    embedded_by: dict[str, int] = Field(description="items by runtime/precision")
+
+
+class StatsTotal(BaseModel):
+    """The collection's totals, as `imagesim stats --json` adds them up."""
+
+    shards: int = Field(description="how many shards")
+    count: int = Field(description="items in the whole collection")
+    built_count: int
+    staged: int
+    hidden: int
+    index_bytes: int
+    models: dict[str, int]
+    embedded_by: dict[str, int]
 
 
 class StatsResponse(BaseModel):
-    count: int = Field(description="items in the whole collection")
     shards: list[ShardStats]
+    total: StatsTotal
+    count: int = Field(
+        description="deprecated: total.count (the items in the whole collection); "
+        "removed in the next release",
+        json_schema_extra={"deprecated": True},
+    )
 
 
 class Limits(BaseModel):

@@ -1,5 +1,6 @@
-"""The review routes: the duplicates page's plans (keepers, unticked members, download) and
-their apply (move to the quarantine folder), and the outliers page.
+"""Reviewing a collection: the duplicates page's plans (keepers, unticked members, download)
+and their apply (move to the quarantine folder), and the outliers (the routes are in
+imagesim.web.routes.review and .outliers).
 
 Thin over the client library: `review_plan.make_plan` proposes the keepers, `edit_group` takes
 a person's choices, `plan_from_json` checks every plan that comes in, `quarantine.apply_plan`
@@ -23,21 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from imagesim.client.images_root import MAX_KEY_CHARS, ImagesRoot
 from imagesim.client.outliers import OutlierReport, find_outliers
 from imagesim.client.quarantine import apply_plan
 from imagesim.client.review_plan import KeepRule, Plan, edit_group, make_plan, plan_from_json
 from imagesim.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from imagesim.security import Role
-from imagesim.web.auth import caller_may
 from imagesim.web.backend import Backend
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
-from imagesim.web.errors import openapi_errors
 from imagesim.web.reasons import WebReason
 from imagesim.web.settings import WebSettings
 from imagesim.web.urls import similar_url, thumbnail_url
@@ -138,150 +134,99 @@ class Outliers:
             self._lock.release()
 
 
-def add_review_routes(
-    app: FastAPI,
-    settings: WebSettings,
-    backend: Backend,
-    jobs: DuplicateJobs,
-    signature: Signature,
-    static: Path,
-) -> None:
-    images = ImagesRoot(settings.images_root)
-    outliers = Outliers(backend, signature, settings.timeout)
-
+def metadata_reader(backend: Backend) -> Callable[[str], dict[str, str]]:
     def metadata_of(key: str) -> dict[str, str]:
         return dict(backend.item(key).metadata)
 
-    def build_plan(wanted: PlanRequest) -> Plan:
-        answer = jobs.get(wanted.max_distance, settings.duplicates_wait)
-        if isinstance(answer, Progress):
-            raise Unavailable(
-                "the groups at this distance are still being found: try again",
-                reason=WebReason.BUSY,
-            )
-        plan = make_plan(
-            answer, metadata_of, backend.collection.layout.shard_ids, images, wanted.keep_rule
+    return metadata_of
+
+
+def build_plan(
+    wanted: PlanRequest,
+    settings: WebSettings,
+    backend: Backend,
+    jobs: DuplicateJobs,
+    images: ImagesRoot,
+) -> Plan:
+    """The plan of the groups at `wanted.max_distance`, the keepers its rule chooses, then the
+    person's edits; read back as a download would be."""
+    answer = jobs.get(wanted.max_distance, settings.duplicates_wait)
+    if isinstance(answer, Progress):
+        raise Unavailable(
+            "the groups at this distance are still being found: try again",
+            reason=WebReason.BUSY,
         )
-        for edit in wanted.edits:
-            edit_group(plan, edit.group, edit.keep, edit.skip)
-        return plan_from_json(plan.to_json())  # what a download is read back as
-
-    def apply(data: Any) -> dict[str, Any]:
-        if settings.quarantine is None:
-            raise refused("this server has no quarantine folder (imagesim-web --quarantine DIR)")
-        check_size(data)
-        plan = plan_from_json(data)
-        if Path(plan.images_root).resolve() != Path(images.root).resolve():
-            raise refused(
-                f"the plan is for the images in {plan.images_root[:200]}, not this server's"
-            )
-        try:
-            outcome = apply_plan(plan, backend.collection, settings.quarantine, settings.quarantine)
-        except FailedPrecondition as exc:  # another apply running, another collection
-            raise refused(exc.message) from None
-        return {
-            "moved": [{"key": e.key, "to": e.dst} for e in outcome.done],
-            "skipped": [{"key": key, "why": why} for key, why in outcome.skipped],
-            "items_removed": outcome.items,
-            "manifest": outcome.manifest.name,
-            "manifest_url": "/api/review/manifest?name=" + outcome.manifest.name,
-        }
-
-    @app.get("/outliers", include_in_schema=False)
-    def outliers_page() -> FileResponse:
-        return FileResponse(static / "outliers.html", headers={"Cache-Control": "no-cache"})
-
-    @app.get("/api/review/config", tags=["review"])
-    def review_config(request: Request) -> dict[str, Any]:
-        """What the duplicates page may offer this caller: `apply` when a quarantine folder is
-        set and the caller holds a write key (or no keys are checked)."""
-        configured = settings.quarantine is not None
-        may_write = caller_may(request.scope, Role.WRITE)
-        why = ""
-        if not configured:
-            why = "This server has no quarantine folder (imagesim-web --quarantine DIR)."
-        elif not may_write:
-            why = "Moving files needs a write key; this key may only read."
-        return {
-            "apply": configured and may_write,
-            "why_not": why,
-            "keep_rules": [r.value for r in KeepRule],
-            "limits": {"edits": MAX_EDITS, "groups": MAX_PLAN_GROUPS, "members": MAX_PLAN_MEMBERS},
-        }
-
-    @app.post(
-        "/api/review/plan",
-        tags=["review"],
-        responses=openapi_errors(400, 413, 422, 503, 504),
+    plan = make_plan(
+        answer,
+        metadata_reader(backend),
+        backend.collection.layout.shard_ids,
+        images,
+        wanted.keep_rule,
     )
-    async def review_plan(request: Request) -> JSONResponse:
-        """The duplicates plan at `max_distance` (the same JSON as `imagesim duplicates
-        --plan`): the keepers `keep_rule` chooses, then the person's `edits` (a group's keeper,
-        its unticked members). Body: {"max_distance", "keep_rule", "edits": [{"group", "keep",
-        "skip"}]}."""
-        body = parse_json(await read_body(request))
-        try:
-            wanted = PlanRequest.model_validate(body)
-        except ValidationError as exc:
-            raise InvalidArgument(
-                "; ".join(str(e["msg"]) for e in exc.errors()[:3]),
-                reason=WebReason.INVALID_REQUEST,
-            ) from None
-        plan = await anyio.to_thread.run_sync(build_plan, wanted)
-        return JSONResponse(
-            plan.to_json(),
-            headers={
-                "Content-Disposition": 'attachment; filename="plan.json"',
-                "Cache-Control": "no-store",
-            },
-        )
+    for edit in wanted.edits:
+        edit_group(plan, edit.group, edit.keep, edit.skip)
+    return plan_from_json(plan.to_json())  # what a download is read back as
 
-    @app.post(
-        "/api/review/apply",
-        tags=["review"],
-        responses=openapi_errors(400, 403, 409, 413, 503, 504),
-    )
-    async def review_apply(request: Request) -> JSONResponse:
-        """Move the files a plan marks into the quarantine folder and remove their items
-        (`write` key). Body: a plan as /api/review/plan gives it. The answer names the
-        manifest (download it at `manifest_url`; `imagesim undo` takes it)."""
-        data = parse_json(await read_body(request))
-        result = await anyio.to_thread.run_sync(apply, data)
-        return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/review/manifest", tags=["review"], responses=openapi_errors(404, 422))
-    def review_manifest(name: Annotated[str, Query(max_length=80)]) -> FileResponse:
-        """A manifest an apply wrote into the quarantine folder (`write` key)."""
-        if settings.quarantine is None or not MANIFEST_NAME.fullmatch(name):
-            raise NotFound("no such manifest")
-        path = settings.quarantine / name
-        if not path.is_file():
-            raise NotFound("no such manifest")
-        return FileResponse(
-            path,
-            media_type="application/json",
-            filename=name,
-            headers={"Cache-Control": "no-store"},
-        )
+def apply(data: Any, settings: WebSettings, backend: Backend, images: ImagesRoot) -> dict[str, Any]:
+    """Apply a posted plan: move its files into the quarantine folder, remove their items."""
+    if settings.quarantine is None:
+        raise refused("this server has no quarantine folder (imagesim-web --quarantine DIR)")
+    check_size(data)
+    plan = plan_from_json(data)
+    if Path(plan.images_root).resolve() != Path(images.root).resolve():
+        raise refused(f"the plan is for the images in {plan.images_root[:200]}, not this server's")
+    try:
+        outcome = apply_plan(plan, backend.collection, settings.quarantine, settings.quarantine)
+    except FailedPrecondition as exc:  # another apply running, another collection
+        raise refused(exc.message) from None
+    return {
+        "moved": [{"key": e.key, "to": e.dst} for e in outcome.done],
+        "skipped": [{"key": key, "why": why} for key, why in outcome.skipped],
+        "items_removed": outcome.items,
+        "manifest": outcome.manifest.name,
+        "manifest_url": "/api/review/manifest?name=" + outcome.manifest.name,
+    }
 
-    @app.get("/api/outliers", tags=["api"], responses=openapi_errors(422, 502, 503, 504))
-    async def api_outliers(
-        n: Annotated[int, Query(ge=1, le=MAX_OUTLIERS, description="how many")] = 50,
-    ) -> dict[str, Any]:
-        """The `n` most isolated items, most isolated first: `score` is the mean distance to
-        their nearest other items (computed once per collection state, one scan at a time)."""
-        report = await anyio.to_thread.run_sync(outliers.get)
-        return {
-            "items": report.items,
-            "neighbours": report.neighbours,
-            "outliers": [
-                {
-                    "key": o.key,
-                    "score": o.score,
-                    "nearest": [{"key": k, "distance": d} for k, d in o.nearest],
-                    "thumbnail": thumbnail_url(o.key),
-                    "similar": similar_url(o.key),
-                }
-                for o in report.outliers[:n]
-            ],
-        }
+
+def config(settings: WebSettings, may_write: bool) -> dict[str, Any]:
+    """What the duplicates page may offer a caller (`may_write`: holds a write key)."""
+    configured = settings.quarantine is not None
+    why = ""
+    if not configured:
+        why = "This server has no quarantine folder (imagesim-web --quarantine DIR)."
+    elif not may_write:
+        why = "Moving files needs a write key; this key may only read."
+    return {
+        "apply": configured and may_write,
+        "why_not": why,
+        "keep_rules": [r.value for r in KeepRule],
+        "limits": {"edits": MAX_EDITS, "groups": MAX_PLAN_GROUPS, "members": MAX_PLAN_MEMBERS},
+    }
+
+
+def manifest_path(settings: WebSettings, name: str) -> Path:
+    """The manifest an apply wrote into the quarantine folder under `name` (404 otherwise)."""
+    if settings.quarantine is None or not MANIFEST_NAME.fullmatch(name):
+        raise NotFound("no such manifest")
+    path = settings.quarantine / name
+    if not path.is_file():
+        raise NotFound("no such manifest")
+    return path
+
+
+def outliers_response(report: OutlierReport, n: int) -> dict[str, Any]:
+    return {
+        "items": report.items,
+        "neighbours": report.neighbours,
+        "outliers": [
+            {
+                "key": o.key,
+                "score": o.score,
+                "nearest": [{"key": k, "distance": d} for k, d in o.nearest],
+                "thumbnail": thumbnail_url(o.key),
+                "similar": similar_url(o.key),
+            }
+            for o in report.outliers[:n]
+        ],
+    }

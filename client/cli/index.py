@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT
 from imagesim.errors import ImagesimError
 from imagesim.images import list_images
+from imagesim.types import CollectionTotals
 
 
 def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
@@ -211,18 +211,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     with Collection(args.shards, args.timeout) as collection:
-        rows = [status.row() for status in collection.stats()]
-    total: dict[str, Any] = {
-        "shards": len(rows),
-        **{
-            name: sum(r[name] for r in rows)
-            for name in ("count", "built_count", "staged", "hidden", "index_bytes")
-        },
-        **{
-            name: dict(sum((Counter(r[name]) for r in rows), Counter()))
-            for name in ("models", "embedded_by")
-        },
-    }
+        shards = collection.stats()
+    rows = [status.row() for status in shards]
+    total = asdict(CollectionTotals.of(shards))
     if args.json:
         print(json.dumps({"shards": rows, "total": total}, indent=2))
         return 0

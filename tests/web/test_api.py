@@ -4,6 +4,7 @@ answers, status codes and reasons, and every limit a hostile caller would push o
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.support.cli import run_cli
 from tests.support.hostile import png_claiming
 from tests.test_metrics import scrape
 
@@ -115,6 +117,19 @@ def test_more_like_this_items_and_stats(http, web_root):
     assert limits["max_image_bytes"] == 32 * 1024 * 1024
     assert limits["max_image_pixels"] == 80_000_000
     assert limits["max_decoded_bytes"] == 128 * 1024 * 1024
+
+
+def test_stats_answer_as_the_cli_does(http, web_collection):
+    """/api/stats is `imagesim stats --json`'s answer; `count` is its deprecated alias of
+    total.count (one release)."""
+    _, shards = web_collection
+    cli = json.loads(run_cli("stats", "--json", "--shards", shards).stdout)
+    stats = http.get("/api/stats").json()
+    assert stats["total"] == cli["total"] and stats["total"]["count"] == 44
+    assert stats["count"] == stats["total"]["count"]
+    assert sorted(stats["shards"], key=lambda s: s["shard_id"]) == sorted(
+        cli["shards"], key=lambda s: s["shard_id"]
+    )
 
 
 def test_duplicate_groups_are_paged_largest_first(http):

@@ -18,8 +18,8 @@ from imagesim.client.images_root import ImagesRoot
 from imagesim.errors import PermissionDenied, Unavailable
 from imagesim.samples import write_sample_photos
 from imagesim.types import ItemToAdd
-from imagesim.web.app import _signature
 from imagesim.web.backend import Backend
+from imagesim.web.backend import collection_signature as _signature
 from imagesim.web.duplicate_jobs import DuplicateJobs, Progress
 from imagesim.web.origin import foreign
 from imagesim.web.thumbnails import ThumbnailCache

@@ -22,7 +22,7 @@ import pytest
 
 from imagesim.security import KeyFile, Role
 from imagesim.web.auth import KEY_COOKIE, WRITE_PATHS, ApiKeyAuth, cookie_value
-from imagesim.web.login import FORM_SECONDS, LOGIN_SECONDS
+from imagesim.web.routes.login import FORM_SECONDS, LOGIN_SECONDS
 from tests.pki import CertificateAuthority
 from tests.support.web import WebProcess
 from tests.test_metrics import scrape

@@ -12,22 +12,22 @@ Authorization header).
 
 Sign-in and sign-out are refused to requests another site's page starts (Sec-Fetch-Site,
 Origin: imagesim.web.origin, before they get here: no login CSRF with someone else's key);
-they read at most MAX_FORM_BYTES within FORM_SECONDS, and never log the key.
+they read at most MAX_FORM_BYTES within FORM_SECONDS, and never log the key. create_app
+includes these routes only when keys are checked.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
 from urllib.parse import parse_qs, quote
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from imagesim.security import KeyFile, Role
+from imagesim.security import Role
 from imagesim.web.auth import KEY_COOKIE, cookie_value, log
+from imagesim.web.deps import KeysDep
 from imagesim.web.errors import error_response
 from imagesim.web.reasons import WebReason
+from imagesim.web.routes.pages import STATIC
 
 LOGIN_SECONDS = 8 * 3600  # how long a browser stays signed in
 MAX_FORM_BYTES = 4096
@@ -84,43 +84,45 @@ async def _form(request: Request) -> dict[str, str] | Response:
     return {name: values[0] for name, values in fields.items()}
 
 
-def add_login_routes(app: FastAPI, keys: KeyFile, page: Path) -> None:
-    """GET /login (the form), POST /login, POST /logout."""
+router = APIRouter(include_in_schema=False)
 
-    @app.get("/login", include_in_schema=False)
-    def login_page() -> FileResponse:
-        return FileResponse(page, headers={"Cache-Control": "no-store"})
 
-    @app.post("/login", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        form = await _form(request)
-        if isinstance(form, Response):
-            return form
-        key = form.get("key", "").strip()
-        target = safe_next(form.get("next", "/"))
-        role = keys.role_of(key) if len(key) <= MAX_KEY_CHARS else None
-        client = request.client.host if request.client else "?"
-        if role is not Role.READ:
-            failed = "key" if role is None else "role"
-            why = "unknown key" if role is None else f"a key with the '{role.label}' role"
-            log.info("sign-in refused from %s: %s", client, why)
-            again = f"/login?failed={failed}&next={quote(target, safe='')}"
-            return _no_store(RedirectResponse(again, status_code=303))
-        log.info("signed in from %s", client)
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            KEY_COOKIE,
-            cookie_value(key),
-            max_age=LOGIN_SECONDS,
-            path="/",
-            secure=True,
-            httponly=True,
-            samesite="strict",
-        )
-        return _no_store(response)
+@router.get("/login")
+def login_page() -> FileResponse:
+    return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})
 
-    @app.post("/logout", include_in_schema=False)
-    def sign_out() -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(KEY_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-        return _no_store(response)
+
+@router.post("/login")
+async def sign_in(request: Request, keys: KeysDep) -> Response:
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    key = form.get("key", "").strip()
+    target = safe_next(form.get("next", "/"))
+    role = keys.role_of(key) if keys is not None and len(key) <= MAX_KEY_CHARS else None
+    client = request.client.host if request.client else "?"
+    if role is not Role.READ:
+        failed = "key" if role is None else "role"
+        why = "unknown key" if role is None else f"a key with the '{role.label}' role"
+        log.info("sign-in refused from %s: %s", client, why)
+        again = f"/login?failed={failed}&next={quote(target, safe='')}"
+        return _no_store(RedirectResponse(again, status_code=303))
+    log.info("signed in from %s", client)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        KEY_COOKIE,
+        cookie_value(key),
+        max_age=LOGIN_SECONDS,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    return _no_store(response)
+
+
+@router.post("/logout")
+def sign_out() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(KEY_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return _no_store(response)

@@ -1,0 +1,1 @@
+"""The HTTP routes, one APIRouter a part of the server (create_app includes them)."""
