@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from imagesim.embedder_server.main import parse_args as embedder_args
 from imagesim.index_server.main import parse_args as index_args
 
@@ -49,3 +51,21 @@ def test_security_and_stream_flags(monkeypatch):
     monkeypatch.setenv("IMAGESIM_INDEX_METRICS_PORT", "9161")
     args = index_args(["--data", "/srv/shard"])
     assert args.insecure is True and args.metrics_port == 9161
+
+
+def test_help_shows_default_and_variable_alike(capsys):
+    with pytest.raises(SystemExit):
+        index_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "MiB [default 64; IMAGESIM_INDEX_MAX_MESSAGE_MB]" in shown
+    assert "--port PORT port to bind, 0 for any free port [default 50061;" in shown
+
+
+def test_server_settings_from_one_declaration(monkeypatch):
+    from imagesim.serving.settings import server_settings
+
+    monkeypatch.setenv("IMAGESIM_INDEX_MAX_MESSAGE_MB", "8")
+    monkeypatch.setenv("IMAGESIM_INDEX_NO_REFLECTION", "yes")
+    settings = server_settings(index_args(["--data", "/srv/shard", "--grace", "3"]))
+    assert (settings.max_message_bytes, settings.grace_seconds) == (8 * 1024 * 1024, 3.0)
+    assert (settings.port, settings.reflection, settings.tls) == (50061, False, None)
