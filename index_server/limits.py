@@ -12,20 +12,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
+from imagesim.settings_base import setting
 
 
 @dataclass(frozen=True)
 class IndexLimits:
-    max_key_bytes: int = 1024
-    max_metadata_bytes: int = 64 * 1024  # keys and values of one item, UTF-8, together
-    max_items_per_request: int = 4096  # Add items, Remove/Contains keys (4096 x 8 KiB < 64 MiB)
-    max_trees: int = 1000
-    max_k: int = 1000
-    max_search_k: int = 10_000_000
-    max_queries_per_search: int = 256
-    max_results_per_search: int = 20_000  # k x queries: bounds the response the server builds
-    max_page_size: int = 4096
-    default_page_size: int = 256
+    """Each limit is an imagesim-index flag (imagesim.settings_base) and a Stats field."""
+
+    max_key_bytes: int = setting(1024, "longest key, bytes of UTF-8")
+    max_metadata_bytes: int = setting(
+        64 * 1024, "largest metadata of one item (keys and values together), bytes of UTF-8"
+    )
+    max_items_per_request: int = setting(  # 4096 x 8 KiB < 64 MiB
+        4096, "most items (Add) or keys (Remove, Contains) in one request"
+    )
+    max_trees: int = setting(1000, "most Annoy trees a Build may ask for")
+    max_k: int = setting(1000, "largest k of a Search")
+    max_search_k: int = setting(10_000_000, "largest search_k of a Search")
+    max_queries_per_search: int = setting(256, "most query vectors in one Search")
+    max_results_per_search: int = setting(  # bounds the response the server builds
+        20_000, "most neighbours one Search returns in all (k x queries)"
+    )
+    max_page_size: int = setting(4096, "largest Scan page")
+    default_page_size: int = 256  # not a flag, not reported
 
     def check(self) -> None:
         """Every limit must allow at least one (a server started with --max-k 0 would refuse

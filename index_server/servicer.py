@@ -12,6 +12,7 @@ from imagesim.errors import Reason, Unavailable
 from imagesim.index_server.item_store import StoredItem
 from imagesim.index_server.shard import CollectionLayout, Shard
 from imagesim.serving.errors import map_errors
+from imagesim.settings_base import values
 from imagesim.v1 import common_pb2, index_pb2, index_pb2_grpc
 
 
@@ -161,7 +162,6 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         self, request: index_pb2.StatsRequest, context: grpc.ServicerContext
     ) -> index_pb2.StatsResponse:
         s = self.shard.stats()
-        limits = s.limits
         reply = index_pb2.StatsResponse(
             count=s.count,
             dimension=s.dims,
@@ -180,18 +180,7 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
             project_dims=s.project_dims,
             models=s.models,
             embedded_by=s.embedded_by,
-            limits=index_pb2.IndexLimits(
-                max_key_bytes=limits.max_key_bytes,
-                max_metadata_bytes=limits.max_metadata_bytes,
-                max_items_per_request=limits.max_items_per_request,
-                max_trees=limits.max_trees,
-                max_k=limits.max_k,
-                max_search_k=limits.max_search_k,
-                max_queries_per_search=limits.max_queries_per_search,
-                max_page_size=limits.max_page_size,
-                max_results_per_search=limits.max_results_per_search,
-                streams=self._stream_limits,
-            ),
+            limits=index_pb2.IndexLimits(**values(s.limits), streams=self._stream_limits),
         )
         if s.last_build_time is not None:
             reply.last_build_time.CopyFrom(protocol.timestamp(s.last_build_time))

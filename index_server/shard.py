@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ from imagesim.index_server.limits import (
     check_range,
 )
 from imagesim.index_server.observer import NO_OBSERVER, ShardObserver
+from imagesim.index_server.settings import ShardConfig
 from imagesim.index_server.staging import KeepFn, StagingSet
 from imagesim.index_server.vectors import as_vector, as_vectors, distances
 from imagesim.params import DEFAULT_RERANK_FACTOR, SearchParams
@@ -75,18 +76,6 @@ INT32_MAX = 2**31 - 1
 RETRY_FIRST_SECONDS = 30.0
 RETRY_MAX_SECONDS = 3600.0
 RELOAD_CHUNK = 4096  # staged items read back from the store at a time when a shard opens
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    data_dir: Path
-    dims: int | None  # None: take it from the existing data directory
-    metric: Metric = Metric.ANGULAR
-    trees: int = 100
-    auto_build: int = 20_000  # build in the background once staged + hidden reach this; 0 = off
-    shard_id: str | None = None  # stable id, recorded at creation (generated if not given)
-    project_dims: int = 0  # > 0: Annoy over a PCA projection to this many dims + exact re-rank
-    limits: IndexLimits = field(default_factory=IndexLimits)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def test_help_shows_default_and_variable_alike(capsys):
         index_args(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "MiB [default 64; IMAGESIM_INDEX_MAX_MESSAGE_MB]" in shown
+    assert "longest key, bytes of UTF-8 [default 1024; IMAGESIM_INDEX_MAX_KEY_BYTES]" in shown
+    assert "--data DATA directory holding" in shown and "[IMAGESIM_INDEX_DATA]" in shown
     assert "--port PORT port to bind, 0 for any free port [default 50061;" in shown
 
 
@@ -69,3 +71,21 @@ def test_server_settings_from_one_declaration(monkeypatch):
     settings = server_settings(index_args(["--data", "/srv/shard", "--grace", "3"]))
     assert (settings.max_message_bytes, settings.grace_seconds) == (8 * 1024 * 1024, 3.0)
     assert (settings.port, settings.reflection, settings.tls) == (50061, False, None)
+
+
+def test_one_declaration_sets_the_limit_stats_reports(monkeypatch):
+    from imagesim.index_server.settings import ShardConfig
+    from imagesim.settings_base import from_args, values
+    from imagesim.v1 import index_pb2
+
+    monkeypatch.setenv("IMAGESIM_INDEX_MAX_KEY_BYTES", "77")
+    args = index_args(["--data", "/srv/shard", "--max-k", "5", "--metric", "euclidean"])
+    config = from_args(ShardConfig, args)
+    assert (config.limits.max_key_bytes, config.limits.max_k, config.metric.value) == (
+        77,
+        5,
+        "euclidean",
+    )
+    # every declared limit is a field of Stats' IndexLimits, under the same name
+    reported = index_pb2.IndexLimits(**values(config.limits))
+    assert (reported.max_key_bytes, reported.max_k) == (77, 5)
