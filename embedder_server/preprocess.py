@@ -20,28 +20,47 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
 from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, plan_decode
+from imagesim.settings_base import setting
 
 MiB = 1024 * 1024
+DECODE_WAIT_SECONDS = 2.0
 ROWS_PER_CHUNK = 256  # 16-bit/32-bit -> 8-bit conversion works on this many rows at a time
 
 
 @dataclass(frozen=True)
 class ImageLimits:
     """What an accepted image may be at most, and what all images being decoded at once may
-    take together."""
+    take together. The three flags among them are imagesim-embedder settings
+    (imagesim.settings_base), and Info reports them all."""
 
-    max_bytes: int = 32 * MiB  # the encoded file
+    # the encoded file
+    max_bytes: int = setting(
+        32 * MiB, "largest accepted image file, MiB", flag="--max-image-mb", scale=MiB
+    )
     # declared width x height; more is a decompression bomb (below Pillow's own warning level)
     max_pixels: int = DEFAULT_MAX_PIXELS
     # one image decoded in memory (width x height x bytes per pixel of its mode): 32 Mpx of RGB,
     # 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused); JPEGs count at
     # their reduced decode size
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_decoded_bytes: int = setting(
+        DEFAULT_MAX_DECODED_BYTES,
+        "largest image once decoded, MiB, counted with its mode's bytes per pixel (the "
+        "default: 32 Mpx RGB, 64 Mpx 16-bit grey)",
+        flag="--max-decoded-mb",
+        scale=MiB,
+    )
     # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
     # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
-    decode_budget_pixels: int = 200_000_000
+    decode_budget_pixels: int = setting(
+        200_000_000,
+        "megapixels being decoded at once across all requests (the default: at most ~1.6 GB "
+        f"of decode memory); an image that does not fit waits up to {DECODE_WAIT_SECONDS:g} s, "
+        "then gets RESOURCE_EXHAUSTED",
+        flag="--decode-budget-mpx",
+        scale=1e6,
+    )
     # how long an image waits for room in the decode budget before RESOURCE_EXHAUSTED
-    decode_wait_seconds: float = 2.0
+    decode_wait_seconds: float = DECODE_WAIT_SECONDS
 
 
 @dataclass

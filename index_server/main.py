@@ -19,7 +19,7 @@ log = logging.getLogger("imagesim.index")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser, _ = server_parser(
+    parser = server_parser(
         "imagesim-index",
         "Index gRPC server: one shard of an Annoy nearest-neighbour collection.",
         ENV_PREFIX,

@@ -89,3 +89,14 @@ def test_one_declaration_sets_the_limit_stats_reports(monkeypatch):
     # every declared limit is a field of Stats' IndexLimits, under the same name
     reported = index_pb2.IndexLimits(**values(config.limits))
     assert (reported.max_key_bytes, reported.max_k) == (77, 5)
+
+
+def test_embedder_limits_in_flag_units(monkeypatch):
+    from imagesim.embedder_server.settings import EmbedderSettings
+    from imagesim.settings_base import from_args
+
+    monkeypatch.setenv("IMAGESIM_EMBEDDER_MAX_BATCH_TIME_MS", "3")
+    settings = from_args(EmbedderSettings, embedder_args(["--decode-budget-mpx", "50"]))
+    assert settings.limits.decode_budget_pixels == 50_000_000
+    assert settings.limits.max_bytes == 32 * 1024 * 1024
+    assert settings.max_batch_time_ms == 3.0

@@ -231,15 +231,14 @@ class ServerSettings(SecuritySettings):
 
 def server_parser(
     prog: str, description: str, env_prefix: str, default_port: int
-) -> tuple[argparse.ArgumentParser, EnvFlags]:
+) -> argparse.ArgumentParser:
     """A parser with the flags every server takes (ServerSettings, in sections server and
-    security); returns it and a helper for the server's own flags."""
+    security); a server adds its own with add_arguments."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_version_flag(parser)
     parser.add_argument_group("server")  # before security in --help
     add_arguments(parser, ServerSettings, env_prefix, "server", {"port": default_port})
-    own = parser.add_argument_group(prog.removeprefix("imagesim-"))
-    return parser, EnvFlags(own, env_prefix)
+    return parser
 
 
 def refuse(message: str, prog: str | None = None) -> NoReturn:
@@ -257,7 +256,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     return settings
 
 
-# imagesim-web's and each server's own flags until they declare them too
+# imagesim-web's flags until it declares them too
 class EnvFlags:
     """Adds flags to an argparse group, each defaulting to its environment variable."""
 
