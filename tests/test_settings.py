@@ -100,3 +100,17 @@ def test_embedder_limits_in_flag_units(monkeypatch):
     assert settings.limits.decode_budget_pixels == 50_000_000
     assert settings.limits.max_bytes == 32 * 1024 * 1024
     assert settings.max_batch_time_ms == 3.0
+
+
+def test_web_settings_and_its_backend_security(monkeypatch, tmp_path):
+    from imagesim.web.settings import LOOPBACK_HOST_NAMES, parse_args
+
+    monkeypatch.setenv("IMAGESIM_WEB_SHARDS", "a:1, b:2")
+    monkeypatch.setenv("IMAGESIM_WEB_MAX_UPLOAD_MB", "2")
+    monkeypatch.setenv("IMAGESIM_TLS_CA", "/etc/imagesim/ca.crt")
+    settings = parse_args(["--images-root", str(tmp_path), "--max-k", "5"])
+    assert settings.shards == ("a:1", "b:2") and settings.max_upload_bytes == 2 * 1024 * 1024
+    assert (settings.default_k, settings.allowed_hosts) == (5, LOOPBACK_HOST_NAMES)
+    # the calls to the services: TLS from the client's variables, held by the settings
+    assert settings.backend.tls_ca == Path("/etc/imagesim/ca.crt")
+    assert settings.tls is None and settings.url == "http://127.0.0.1:8080"

@@ -191,7 +191,11 @@ def create_app(
     """The application; `keys`: callers need an API key (imagesim.web.auth); `registry`:
     requests are counted into it (imagesim.web.metrics)."""
     backend = Backend(
-        settings.embedder, settings.shards, settings.timeout, settings.max_upload_bytes
+        settings.embedder,
+        settings.shards,
+        settings.timeout,
+        settings.max_upload_bytes,
+        settings.backend,
     )
     images = ImagesRoot(settings.images_root)
     jobs = DuplicateJobs(

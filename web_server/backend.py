@@ -16,6 +16,7 @@ from functools import partial
 
 import numpy as np
 
+from imagesim.channel import ChannelSecurity
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.index_client import Item, ShardStatus
@@ -43,11 +44,16 @@ class UploadLimits:
 
 class Backend:
     def __init__(
-        self, embedder: str, shards: tuple[str, ...], timeout: float, max_upload_bytes: int = 0
+        self,
+        embedder: str,
+        shards: tuple[str, ...],
+        timeout: float,
+        max_upload_bytes: int = 0,
+        security: ChannelSecurity | None = None,  # TLS and key of the calls
     ) -> None:
         self.timeout = timeout
-        self.embedder = EmbedderClient(embedder, timeout)
-        self.collection = Collection(shards, timeout)
+        self.embedder = EmbedderClient(embedder, timeout, security)
+        self.collection = Collection(shards, timeout, security)
         self._max_upload_bytes = max_upload_bytes
         self._limits: UploadLimits | None = None
         self._limits_tried = 0.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,70 +253,6 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     if problem:
         refuse(problem)
     return settings
-
-
-# imagesim-web's flags until it declares them too
-class EnvFlags:
-    """Adds flags to an argparse group, each defaulting to its environment variable."""
-
-    def __init__(self, group: argparse._ArgumentGroup, env_prefix: str) -> None:
-        self.group = group
-        self.env_prefix = env_prefix
-
-    def add(self, flag: str, default: Any, help: str, **kwargs: Any) -> None:
-        env = self.env_prefix + flag.lstrip("-").replace("-", "_").upper()
-        value = os.environ.get(env)
-        if kwargs.pop("required", False) and value is None:
-            kwargs["required"] = True
-        # argparse converts a string default with `type`, exactly like a command-line value.
-        self.group.add_argument(
-            flag, default=default if value is None else value, help=f"{help} [{env}]", **kwargs
-        )
-
-    def switch(self, flag: str, help: str) -> None:
-        """An on/off flag, on by default when its variable is 1, true, yes or on."""
-        env = self.env_prefix + flag.lstrip("-").replace("-", "_").upper()
-        default = os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
-        self.group.add_argument(flag, action="store_true", default=default, help=f"{help} [{env}]")
-
-
-def add_security_flags(
-    parser: argparse.ArgumentParser, env_prefix: str, reflection: bool = True
-) -> None:
-    """TLS, API keys and --insecure, as every server takes them (`reflection`: also
-    --no-reflection, for gRPC servers)."""
-    security = EnvFlags(parser.add_argument_group("security"), env_prefix)
-    security.add("--tls-cert", None, "TLS certificate chain (PEM); with --tls-key", type=Path)
-    security.add("--tls-key", None, "TLS private key (PEM) of --tls-cert", type=Path)
-    security.add(
-        "--tls-client-ca",
-        None,
-        "mutual TLS: only clients with a certificate signed by this CA (PEM) may connect",
-        type=Path,
-    )
-    security.add(
-        "--api-keys",
-        None,
-        "file of `ROLE KEY` lines (roles read, write, admin; `sha256:HEX` for a hashed key; "
-        "# comments); callers then send `authorization: Bearer KEY`",
-        type=Path,
-    )
-    security.switch(
-        "--insecure",
-        "allow binding a non-loopback address without TLS and caller authentication",
-    )
-    if reflection:
-        security.switch("--no-reflection", "do not serve gRPC server reflection")
-
-
-def tls_files(args: argparse.Namespace, prog: str | None = None) -> TlsFiles | None:
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_client_ca is not None:
-            refuse("--tls-client-ca needs --tls-cert and --tls-key", prog)
-        return None
-    if args.tls_cert is None or args.tls_key is None:
-        refuse("TLS needs both --tls-cert and --tls-key", prog)
-    return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
 
 
 def configure_logging(level: str) -> None:
