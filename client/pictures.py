@@ -16,11 +16,8 @@ from typing import BinaryIO, cast
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
-from imagesim.images import (
-    DEFAULT_MAX_DECODED_BYTES,
-    DEFAULT_MAX_PIXELS,
-    plan_decode,
-)
+from imagesim.images import plan_decode
+from imagesim.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 
 BACKGROUND = (255, 255, 255)
 TILE_BACKGROUND = (238, 239, 241)

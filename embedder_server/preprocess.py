@@ -20,11 +20,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
 from imagesim.images import plan_decode
-from imagesim.types import ImageLimits
+from imagesim.limits import ImageLimits
 
 __all__ = ["ImageLimits", "OpenedImage", "decode_rgb", "load_rgb", "open_image", "preprocess"]
 
 MiB = 1024 * 1024
+DECODE_WAIT_SECONDS = 2.0
 ROWS_PER_CHUNK = 256  # 16-bit/32-bit -> 8-bit conversion works on this many rows at a time
 
 

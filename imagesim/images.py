@@ -19,11 +19,6 @@ from PIL import Image
 
 from imagesim.errors import InvalidArgument, Reason
 
-# The Embedder's default limits: a picture over them is never decoded.
-DEFAULT_MAX_PIXELS = 80_000_000  # below Pillow's own decompression bomb warning
-# 32 Mpx of RGB, 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused)
-DEFAULT_MAX_DECODED_BYTES = 128 * 1024 * 1024
-
 # Bytes per pixel of each Pillow mode in memory; any mode not listed takes 4.
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 

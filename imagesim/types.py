@@ -9,15 +9,14 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from imagesim.enums import Metric, Precision, Runtime, Space
-from imagesim.errors import FailedPrecondition
-from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
+from imagesim.limits import ImageLimits, IndexLimits, MiB
 
-MiB = 1024 * 1024
+if TYPE_CHECKING:
+    import numpy as np
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB  # gRPC messages, both ways (imagesim.channel uses it)
 DEFAULT_MAX_STREAMS = 4  # of the handler threads: the rest stay for unary calls
 DEFAULT_STREAM_IDLE_TIMEOUT = 60.0  # seconds
@@ -127,49 +126,6 @@ class StreamLimits:
     # Streams callers may open without a key (health Watch): their own pool and lifetime.
     max_health_watches: int = DEFAULT_MAX_HEALTH_WATCHES
     health_watch_lifetime: float = DEFAULT_HEALTH_WATCH_LIFETIME  # s; 0 = none
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an accepted image may be at most, and what all images being decoded at once may
-    take together."""
-
-    max_bytes: int = 32 * MiB  # the encoded file
-    # declared width x height; more is a decompression bomb (below Pillow's own warning level)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    # one image decoded in memory (width x height x bytes per pixel of its mode): 32 Mpx of RGB,
-    # 64 Mpx of 16-bit grey (an 8944 x 8944 16-bit PNG, 160 MB, is refused); JPEGs count at
-    # their reduced decode size
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    # pixels being decoded at once across the server; the decode path peaks at about 8 bytes
-    # per pixel (decoded image, a copy, the 8-bit result), so the default bounds it to ~1.6 GB
-    decode_budget_pixels: int = 200_000_000
-    # how long an image waits for room in the decode budget before RESOURCE_EXHAUSTED
-    decode_wait_seconds: float = 2.0
-
-
-@dataclass(frozen=True)
-class IndexLimits:
-    """What one request may ask of a shard (index_server.limits enforces them)."""
-
-    max_key_bytes: int = 1024
-    max_metadata_bytes: int = 64 * 1024  # keys and values of one item, UTF-8, together
-    max_items_per_request: int = 4096  # Add items, Remove/Contains keys (4096 x 8 KiB < 64 MiB)
-    max_trees: int = 1000
-    max_k: int = 1000
-    max_search_k: int = 10_000_000
-    max_queries_per_search: int = 256
-    max_results_per_search: int = 20_000  # k x queries: bounds the response the server builds
-    max_page_size: int = 4096
-    default_page_size: int = 256
-
-    def check(self) -> None:
-        """Every limit must allow at least one (a server started with --max-k 0 would refuse
-        every search): FailedPrecondition naming the flag otherwise."""
-        for name, value in vars(self).items():
-            if value < 1:
-                flag = "--" + name.replace("_", "-")
-                raise FailedPrecondition(f"{flag} must be at least 1, not {value}")
 
 
 # ---- what Stats and Info answer ---------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -20,25 +19,13 @@ from filelock import FileLock, Timeout
 from imagesim.enums import Metric
 from imagesim.errors import Aborted, FailedPrecondition, InvalidArgument, Reason
 from imagesim.index_server.item_store import ItemStore
-from imagesim.index_server.limits import IndexLimits, check_count
+from imagesim.index_server.limits import check_count
 from imagesim.routing import homes
 from imagesim.types import Layout
 
 LOCK_FILE = "LOCK"
 MAX_SHARDS = 10_000
 SHARD_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-
-
-@dataclass(frozen=True)
-class ShardConfig:
-    data_dir: Path
-    dims: int | None  # None: take it from the existing data directory
-    metric: Metric = Metric.ANGULAR
-    trees: int = 100
-    auto_build: int = 20_000  # build in the background once staged + hidden reach this; 0 = off
-    shard_id: str | None = None  # stable id, recorded at creation (generated if not given)
-    project_dims: int = 0  # > 0: Annoy over a PCA projection to this many dims + exact re-rank
-    limits: IndexLimits = field(default_factory=IndexLimits)
 
 
 def lock_data_dir(data_dir: Path) -> FileLock:

@@ -15,7 +15,7 @@ import numpy as np
 from imagesim.enums import Metric
 from imagesim.errors import InvalidArgument, Reason
 from imagesim.index_server.vectors import as_vectors
-from imagesim.types import IndexLimits
+from imagesim.limits import IndexLimits
 
 __all__ = [
     "IndexLimits",

@@ -47,7 +47,6 @@ from imagesim.index_server.builds import Builds
 from imagesim.index_server.generation import Generation, check_projection, remove_stale
 from imagesim.index_server.item_store import ItemStore, StoredItem
 from imagesim.index_server.layout import (
-    ShardConfig,
     check_identity,
     check_layout,
     check_placement,
@@ -62,6 +61,7 @@ from imagesim.index_server.limits import (
 )
 from imagesim.index_server.observer import NO_OBSERVER, ShardObserver
 from imagesim.index_server.searcher import Searcher
+from imagesim.index_server.settings import ShardConfig
 from imagesim.index_server.staging import StagingSet
 from imagesim.index_server.view import View, compacted, derive_view, hide
 from imagesim.params import SearchParams

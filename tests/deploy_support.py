@@ -230,7 +230,7 @@ def env_prefix(program: str) -> str:
 
 
 def _env_names(parser: argparse.ArgumentParser, prefix: str) -> set[str]:
-    """The variables EnvFlags derives from each long flag (imagesim.serving.settings)."""
+    """The variables each long flag is read from (imagesim.settings_base: PREFIX + NAME)."""
     return {
         prefix + option.lstrip("-").replace("-", "_").upper()
         for action in parser._actions

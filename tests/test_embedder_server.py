@@ -15,8 +15,9 @@ from grpc_status import rpc_status
 from PIL import Image
 
 from imagesim.client.rpc import error_info
+from imagesim.enums import Precision, Runtime, Space
 from imagesim.errors import FailedPrecondition, InvalidArgument, Reason
-from imagesim.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 from tests.conftest import jpeg_bytes, synthetic_image
 
 MiB = 1024 * 1024
@@ -37,20 +38,17 @@ def raw_stub(address: str, max_bytes: int = 200 * MiB) -> embedder_pb2_grpc.Embe
 def test_info_reports_untrained_model(embedder):
     info = embedder.info()
     assert info.model == "InceptionV3" and info.weights == "none" and info.untrained
-    assert [(s.space, s.dimension) for s in info.spaces] == [(1, 2048)]
+    assert [(s.space, s.dimension) for s in info.spaces] == [(Space.FULL, 2048)]
     assert (info.input_width, info.input_height) == (299, 299)
     assert len(info.model_fingerprint) == 64
     # runtime auto on a CPU OpenVINO supports; precision pinned by the fixture
-    assert (info.runtime, info.precision) == (
-        common_pb2.RUNTIME_OPENVINO,
-        common_pb2.PRECISION_FLOAT32,
-    )
-    assert info.limits.max_image_bytes == 32 * 1024 * 1024 and info.limits.max_image_pixels > 0
+    assert (info.runtime, info.precision) == (Runtime.OPENVINO, Precision.FLOAT32)
+    assert info.limits.max_bytes == 32 * 1024 * 1024 and info.limits.max_pixels > 0
     assert info.limits.decode_budget_pixels == 200_000_000
     assert info.limits.max_decoded_bytes == 128 * 1024 * 1024
-    assert info.limits.decode_wait.seconds == 2
+    assert info.limits.decode_wait_seconds == 2
     # batch time auto: a quarter of the measured batch-1 time, at most 5 ms
-    assert info.max_batch_size == 16 and 0 < info.max_batch_time.ToMicroseconds() <= 5000
+    assert info.max_batch_size == 16 and 0 < info.max_batch_time <= 0.005
     assert any("runtime auto: OpenVINO supports this CPU" in note for note in info.notes)
 
 

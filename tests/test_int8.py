@@ -18,10 +18,9 @@ from imagesim.client.embedder_client import EmbedderClient, ModelIdentity
 from imagesim.embedder_server.runtimes import quantize
 from imagesim.embedder_server.runtimes.ir_cache import MANIFEST
 from imagesim.embedder_server.runtimes.select import load_runtime
-from imagesim.enums import Precision
+from imagesim.enums import Precision, Runtime
 from imagesim.errors import FailedPrecondition
 from imagesim.recall import row_cosines
-from imagesim.v1 import common_pb2
 from tests.support.cli import run_cli as imagesim
 from tests.support.launch import ServerProcess, start_embedder
 
@@ -56,8 +55,8 @@ def test_int8_is_quantized_once_reported_and_cached(
 ):
     with EmbedderClient(int8_server.address, timeout=60) as client:
         info = client.info()
-    assert info.precision == common_pb2.PRECISION_INT8
-    assert info.runtime == common_pb2.RUNTIME_OPENVINO
+    assert info.precision == Precision.INT8
+    assert info.runtime == Runtime.OPENVINO
     assert any(f"6 calibration photos in {calibration}" in note for note in info.notes)
     assert "quantizing the IR to INT8" in int8_server.log_text()
     # The IR on disk is quantized (FakeQuantize operations), keyed by the calibration set.

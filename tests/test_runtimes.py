@@ -25,7 +25,6 @@ from imagesim.embedder_server.runtimes.tensorflow import TensorFlowRuntime
 from imagesim.enums import Precision, Runtime
 from imagesim.errors import FailedPrecondition
 from imagesim.recall import row_cosines, top_k_agreement
-from imagesim.v1 import common_pb2
 from tests.support.launch import ServerProcess, start_embedder
 
 UNTRAINED = WeightsSource("none")
@@ -284,10 +283,7 @@ def test_tensorflow_runtime_still_serves(embedder, photos, tmp_path):
         image = (photos / "real" / "astronaut.jpg").read_bytes()
         with EmbedderClient(server.address, timeout=120) as client:
             info = client.info()
-            assert (info.runtime, info.precision) == (
-                common_pb2.RUNTIME_TENSORFLOW,
-                common_pb2.PRECISION_FLOAT32,
-            )
+            assert (info.runtime, info.precision) == (Runtime.TENSORFLOW, Precision.FLOAT32)
             assert info.model_fingerprint == embedder.info().model_fingerprint
             vector = client.embed(image)
         assert "runtime tensorflow (requested)" in server.log_text()

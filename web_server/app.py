@@ -52,7 +52,11 @@ ROUTERS = (
 def store_state(app: FastAPI, settings: WebSettings, keys: KeyFile | None) -> None:
     """The objects the routes share (imagesim.web.deps hands them out)."""
     backend = Backend(
-        settings.embedder, settings.shards, settings.timeout, settings.max_upload_bytes
+        settings.embedder,
+        settings.shards,
+        settings.timeout,
+        settings.max_upload_bytes,
+        settings.backend,
     )
     images = ImagesRoot(settings.images_root)
     signature = partial(collection_signature, backend)

@@ -16,17 +16,21 @@ from functools import partial
 
 import numpy as np
 
+from imagesim.channel import ChannelSecurity
 from imagesim.client.collection import Collection, SearchResult
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.pictures import check_image
 from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
-from imagesim.images import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
+from imagesim.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_PIXELS,
+)
 from imagesim.params import SearchParams
 from imagesim.types import Item, ShardStats
 
-# The embedder's defaults, until its Info answers.
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+# The embedder's defaults (imagesim.limits) until its Info answers.
 DEFAULT_INPUT_SIZE = (299, 299)  # InceptionV3's: what an upload is decoded for
 LIMITS_RETRY_SECONDS = 5.0
 READINESS_TTL_SECONDS = 2.0
@@ -43,11 +47,16 @@ class UploadLimits:
 
 class Backend:
     def __init__(
-        self, embedder: str, shards: tuple[str, ...], timeout: float, max_upload_bytes: int = 0
+        self,
+        embedder: str,
+        shards: tuple[str, ...],
+        timeout: float,
+        max_upload_bytes: int = 0,
+        security: ChannelSecurity | None = None,  # TLS and key of the calls
     ) -> None:
         self.timeout = timeout
-        self.embedder = EmbedderClient(embedder, timeout)
-        self.collection = Collection(shards, timeout)
+        self.embedder = EmbedderClient(embedder, timeout, security)
+        self.collection = Collection(shards, timeout, security)
         self._max_upload_bytes = max_upload_bytes
         self._limits: UploadLimits | None = None
         self._limits_tried = 0.0

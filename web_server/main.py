@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from imagesim.security import KeyFile, KeyFileError, ReloadingServerContext
@@ -93,7 +94,7 @@ def serve(settings: WebSettings) -> None:
         registry = new_registry()
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
-    bound = WebSettings(**{**settings.__dict__, "port": port})
+    bound = replace(settings, port=port)
     metrics_port = start_metrics(settings, registry, keys) if registry is not None else None
     config = uvicorn.Config(
         AccessLog(create_app(bound, keys, registry), keys_checked=keys is not None),

@@ -1,69 +1,145 @@
 """`imagesim-web` settings: every flag also read from the environment (IMAGESIM_WEB_...), like
-the other servers' flags; a flag given on the command line wins."""
+the other servers' flags; a flag given on the command line wins. Its calls to the services take
+their TLS and key from the client's variables (IMAGESIM_TLS_CA, IMAGESIM_API_KEY, ...), read
+once into WebSettings.backend."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from imagesim.channel import ChannelSecurity
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
-from imagesim.security import TlsFiles, check_exposure, is_loopback
-from imagesim.serving.settings import EnvFlags, add_security_flags, refuse, tls_files
-from imagesim.types import MiB
+from imagesim.limits import MiB
+from imagesim.security import is_loopback
+from imagesim.serving.settings import LOG_LEVELS, SecuritySettings, refuse
+from imagesim.settings_base import add_arguments, from_args, setting
 from imagesim.version import add_version_flag
 
 PROG = "imagesim-web"
 ENV_PREFIX = "IMAGESIM_WEB_"
 DEFAULT_PORT = 8080
 LOOPBACK_HOST_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+POSITIVE = (  # settings that must be above 0
+    "max_k",
+    "upload_timeout",
+    "max_uploads",
+    "max_connections",
+    "thumbnail_size",
+    "thumbnail_workers",
+    "duplicates_neighbours",
+    "timeout",
+)
 
 
-@dataclass(frozen=True)
-class WebSettings:
-    """What one imagesim-web process serves and the limits it keeps."""
+def addresses(value: str) -> tuple[str, ...]:
+    """HOST:PORT[,HOST:PORT...] -> its addresses; also the Host names of --allowed-hosts."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
-    embedder: str
-    shards: tuple[str, ...]
-    images_root: Path
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    port_file: Path | None = None
-    grace_seconds: float = 10.0
-    log_level: str = "INFO"
-    allowed_hosts: tuple[str, ...] = LOOPBACK_HOST_NAMES
-    timeout: float = 30.0  # one deadline for all backend calls of one request
-    default_k: int = 12
-    max_k: int = 100
-    max_upload_bytes: int = 0  # 0: the embedder's limit (a smaller value lowers it)
-    upload_timeout: float = 30.0  # the whole upload body must arrive within this
-    max_uploads: int = 4  # uploads received or searched at once; more get 503
-    max_connections: int = 128  # connections and tasks at once; more get 503 (uvicorn)
-    thumbnail_size: int = 256
-    thumbnail_cache_bytes: int = 64 * MiB
-    thumbnail_workers: int = 2  # pictures decoded at once
-    duplicates_distance: float = DEFAULT_MAX_DISTANCE
-    duplicates_neighbours: int = 10
-    duplicates_wait: float = 10.0  # how long a request waits for a running computation
-    tls: TlsFiles | None = None  # None: plain HTTP
-    api_keys: Path | None = None  # `ROLE KEY` file; None: no key needed
-    insecure: bool = False  # allow a non-loopback bind without TLS and authentication
-    metrics_port: int | None = None  # Prometheus /metrics; None = off, 0 = any free port
-    quarantine: Path | None = None  # where the duplicates page moves files; None: no apply
+
+@dataclass(frozen=True, kw_only=True)
+class WebSettings(SecuritySettings):
+    """What one imagesim-web process serves and the limits it keeps, declared once
+    (imagesim.settings_base): each field is a flag and an IMAGESIM_WEB_* variable."""
+
+    embedder: str = setting("127.0.0.1:50051", "Embedder HOST:PORT")
+    shards: tuple[str, ...] = setting(
+        ("127.0.0.1:50061",),
+        "Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection",
+        parse=addresses,
+    )
+    images_root: Path = setting(
+        help="folder of the indexed image files: thumbnails are made from files under it only "
+        "(relative keys are read under it, absolute keys only if they lie in it)"
+    )
+    quarantine: Path | None = setting(  # None: no apply
+        None,
+        "folder the duplicates page's 'Move to quarantine' moves files into (with the "
+        "manifest that undoes it: imagesim undo); outside --images-root",
+        default_text="none, the page only downloads plans",
+    )
+    timeout: float = setting(  # one deadline for all backend calls of one request
+        30.0, "deadline of one request's backend calls, seconds"
+    )
+    host: str = setting("127.0.0.1", "address to bind", group="server")
+    port: int = setting(DEFAULT_PORT, "port, 0 for any free one", group="server")
+    port_file: Path | None = setting(
+        None,
+        'after binding, write {"host", "port", "pid"} as JSON here (atomically)',
+        group="server",
+    )
+    allowed_hosts: tuple[str, ...] = setting(  # (): decided by the host (parse_args)
+        (),
+        "Host header values accepted, comma-separated",
+        parse=addresses,
+        default_text="loopback names when bound to loopback, which stops DNS-rebinding pages "
+        "from reading the API; any otherwise",
+        group="server",
+    )
+    grace_seconds: float = setting(
+        10.0,
+        "seconds in-flight requests may finish on SIGTERM/SIGINT",
+        flag="--grace",
+        group="server",
+    )
+    log_level: str = setting("INFO", "log level", choices=LOG_LEVELS, group="server")
+    metrics_port: int | None = setting(  # None = off, 0 = any free port
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (same host, TLS and API keys as "
+        "the web server; 0 = any free port)",
+        default_text="off",
+        group="server",
+    )
+    max_k: int = setting(100, "most results one search may ask for", group="limits")
+    max_upload_bytes: int = setting(  # 0: the embedder's limit (a smaller value lowers it)
+        0,
+        "largest upload, MiB (0: the embedder's limit; a value can only lower it)",
+        flag="--max-upload-mb",
+        scale=MiB,
+        group="limits",
+    )
+    upload_timeout: float = setting(
+        30.0, "seconds an upload may take to arrive; slower ones get 408", group="limits"
+    )
+    max_uploads: int = setting(4, "uploads handled at once; more get 503", group="limits")
+    max_connections: int = setting(  # connections and tasks at once (uvicorn)
+        128, "connections and requests at once; more get 503", group="limits"
+    )
+    thumbnail_size: int = setting(256, "thumbnail box, pixels", group="limits")
+    thumbnail_cache_bytes: int = setting(
+        64 * MiB,
+        "memory for cached thumbnails, MiB",
+        flag="--thumbnail-cache-mb",
+        scale=MiB,
+        group="limits",
+    )
+    thumbnail_workers: int = setting(
+        2, "image files decoded at once for thumbnails", group="limits"
+    )
+    duplicates_distance: float = setting(
+        DEFAULT_MAX_DISTANCE, "default threshold of the duplicates page", group="limits"
+    )
+    duplicates_neighbours: int = setting(
+        10, "nearest items each item is compared with when finding duplicates", group="limits"
+    )
+    duplicates_wait: float = setting(
+        10.0,
+        "seconds a duplicates request waits for the computation before answering 202",
+        group="limits",
+    )
+    # TLS and key of the calls to the Embedder and shards: the client's variables
+    # (IMAGESIM_TLS_CA, IMAGESIM_API_KEY, ...), read by parse_args
+    backend: ChannelSecurity = field(default_factory=ChannelSecurity)
+
+    @property
+    def default_k(self) -> int:
+        return min(12, self.max_k)
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
-
-    def exposure_problem(self) -> str | None:
-        """Why serving on this host is refused (the gRPC servers' rule), or None."""
-        return check_exposure(
-            self.host,
-            tls=self.tls is not None,
-            authenticated=self.api_keys is not None or (self.tls is not None and self.tls.mutual),
-            insecure=self.insecure,
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,175 +149,32 @@ def build_parser() -> argparse.ArgumentParser:
         "search by image, more like this, near-duplicate groups, thumbnails.",
     )
     add_version_flag(parser)
-    services = EnvFlags(parser.add_argument_group("services"), ENV_PREFIX)
-    services.add("--embedder", "127.0.0.1:50051", "Embedder HOST:PORT (default 127.0.0.1:50051)")
-    services.add(
-        "--shards",
-        "127.0.0.1:50061",
-        "Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection (default "
-        "127.0.0.1:50061)",
-    )
-    services.add(
-        "--images-root",
-        None,
-        "folder of the indexed image files: thumbnails are made from files under it only "
-        "(relative keys are read under it, absolute keys only if they lie in it)",
-        type=Path,
-        required=True,
-    )
-    services.add(
-        "--quarantine",
-        None,
-        "folder the duplicates page's 'Move to quarantine' moves files into (with the "
-        "manifest that undoes it: imagesim undo); outside --images-root; default: none, the "
-        "page only downloads plans",
-        type=Path,
-    )
-    services.add(
-        "--timeout",
-        30.0,
-        "deadline of one request's backend calls, seconds (default 30)",
-        type=float,
-    )
-    server = EnvFlags(parser.add_argument_group("server"), ENV_PREFIX)
-    server.add("--host", "127.0.0.1", "address to bind (default 127.0.0.1)")
-    server.add(
-        "--port", DEFAULT_PORT, f"port, 0 for any free one (default {DEFAULT_PORT})", type=int
-    )
-    server.add(
-        "--port-file",
-        None,
-        'after binding, write {"host", "port", "pid"} as JSON here (atomically)',
-        type=Path,
-    )
-    server.add(
-        "--allowed-hosts",
-        "",
-        "Host header values accepted, comma-separated (default: loopback names when bound to "
-        "loopback, which stops DNS-rebinding pages from reading the API; any otherwise)",
-    )
-    server.add(
-        "--grace",
-        10.0,
-        "seconds in-flight requests may finish on SIGTERM/SIGINT (default 10)",
-        type=float,
-    )
-    server.add("--log-level", "INFO", "log level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    server.add(
-        "--metrics-port",
-        None,
-        "serve Prometheus metrics at http://HOST:PORT/metrics (same host, TLS and API keys as "
-        "the web server; 0 = any free port; default off)",
-        type=int,
-    )
-    add_security_flags(parser, ENV_PREFIX, reflection=False)
-    limits = EnvFlags(parser.add_argument_group("limits"), ENV_PREFIX)
-    limits.add("--max-k", 100, "most results one search may ask for (default 100)", type=int)
-    limits.add(
-        "--max-upload-mb",
-        0.0,
-        "largest upload, MiB (default 0: the embedder's limit; a value can only lower it)",
-        type=float,
-    )
-    limits.add(
-        "--upload-timeout",
-        30.0,
-        "seconds an upload may take to arrive; slower ones get 408 (default 30)",
-        type=float,
-    )
-    limits.add("--max-uploads", 4, "uploads handled at once; more get 503 (default 4)", type=int)
-    limits.add(
-        "--max-connections",
-        128,
-        "connections and requests at once; more get 503 (default 128)",
-        type=int,
-    )
-    limits.add("--thumbnail-size", 256, "thumbnail box, pixels (default 256)", type=int)
-    limits.add(
-        "--thumbnail-cache-mb", 64.0, "memory for cached thumbnails, MiB (default 64)", type=float
-    )
-    limits.add(
-        "--thumbnail-workers", 2, "image files decoded at once for thumbnails (default 2)", type=int
-    )
-    limits.add(
-        "--duplicates-distance",
-        DEFAULT_MAX_DISTANCE,
-        f"default threshold of the duplicates page (default {DEFAULT_MAX_DISTANCE})",
-        type=float,
-    )
-    limits.add(
-        "--duplicates-neighbours",
-        10,
-        "nearest items each item is compared with when finding duplicates (default 10)",
-        type=int,
-    )
-    limits.add(
-        "--duplicates-wait",
-        10.0,
-        "seconds a duplicates request waits for the computation before answering 202 (default 10)",
-        type=float,
-    )
+    for title in ("services", "server"):  # before security in --help
+        parser.add_argument_group(title)
+    add_arguments(parser, WebSettings, ENV_PREFIX, "services")
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> WebSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
-    shards = tuple(s.strip() for s in args.shards.split(",") if s.strip())
-    if not shards:
+    settings = from_args(WebSettings, args, backend=ChannelSecurity.from_env())
+    if not settings.shards:
         parser.error("--shards needs at least one HOST:PORT")
-    if not args.images_root.is_dir():
-        parser.error(f"--images-root {args.images_root} is not a directory")
-    if args.quarantine is not None and not args.quarantine.is_dir():
-        parser.error(f"--quarantine {args.quarantine} is not a directory")
-    positive = {
-        "--max-k": args.max_k,
-        "--upload-timeout": args.upload_timeout,
-        "--max-uploads": args.max_uploads,
-        "--max-connections": args.max_connections,
-        "--thumbnail-size": args.thumbnail_size,
-        "--thumbnail-workers": args.thumbnail_workers,
-        "--duplicates-neighbours": args.duplicates_neighbours,
-        "--timeout": args.timeout,
-    }
-    for flag, value in positive.items():
+    if not settings.images_root.is_dir():
+        parser.error(f"--images-root {settings.images_root} is not a directory")
+    if settings.quarantine is not None and not settings.quarantine.is_dir():
+        parser.error(f"--quarantine {settings.quarantine} is not a directory")
+    for name in POSITIVE:
+        value = getattr(settings, name)
         if value <= 0:
-            parser.error(f"{flag} must be positive, not {value}")
-    if args.thumbnail_size > 1024:
+            parser.error(f"--{name.replace('_', '-')} must be positive, not {value}")
+    if settings.thumbnail_size > 1024:
         parser.error("--thumbnail-size is at most 1024")
-    allowed = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    if not allowed:
-        allowed = LOOPBACK_HOST_NAMES if is_loopback(args.host) else ("*",)
-    settings = WebSettings(
-        embedder=args.embedder,
-        shards=shards,
-        images_root=args.images_root,
-        host=args.host,
-        port=args.port,
-        port_file=args.port_file,
-        grace_seconds=args.grace,
-        log_level=args.log_level,
-        allowed_hosts=allowed,
-        timeout=args.timeout,
-        max_k=args.max_k,
-        default_k=min(12, args.max_k),
-        max_upload_bytes=int(args.max_upload_mb * MiB),
-        upload_timeout=args.upload_timeout,
-        max_uploads=args.max_uploads,
-        max_connections=args.max_connections,
-        thumbnail_size=args.thumbnail_size,
-        thumbnail_cache_bytes=int(args.thumbnail_cache_mb * MiB),
-        thumbnail_workers=args.thumbnail_workers,
-        duplicates_distance=args.duplicates_distance,
-        duplicates_neighbours=args.duplicates_neighbours,
-        duplicates_wait=args.duplicates_wait,
-        tls=tls_files(args, PROG),
-        api_keys=args.api_keys,
-        insecure=args.insecure,
-        metrics_port=args.metrics_port,
-        quarantine=args.quarantine,
-    )
-    problem = settings.exposure_problem()
-    if problem:
-        refuse(problem, PROG)  # before binding or reading anything
+    if not settings.allowed_hosts:
+        loopback = is_loopback(settings.host)
+        settings = replace(settings, allowed_hosts=LOOPBACK_HOST_NAMES if loopback else ("*",))
+    problems = settings.security_problems(settings.host)
+    if problems:
+        refuse(problems[0], PROG)  # before binding or reading anything
     return settings

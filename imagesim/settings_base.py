@@ -1,0 +1,174 @@
+"""Settings declared once. Each field of a settings dataclass made with `setting(...)` is a flag;
+from that one declaration come the flag (`--field-name`, or `flag=`), its environment variable
+(`{PREFIX}{FLAG_NAME}`, e.g. IMAGESIM_INDEX_MAX_KEY_BYTES), the help text (`... [default D;
+VARIABLE]`) and the default. The command line wins over the environment, the environment over
+the declared default (MLServer's settings, without pydantic: the servers' extras lack it).
+A field holding a settings dataclass (IndexLimits in ShardConfig) adds that class's flags too;
+`scale` keeps a flag in another unit than its field (`--max-message-mb 64` -> 67108864 bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+T = TypeVar("T")
+_KEY = "imagesim.setting"
+TRUE_WORDS = ("1", "true", "yes", "on")  # a switch's variable turns it on with one of these
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    help: str
+    flag: str | None = None  # default: --field-name
+    group: str | None = None  # the --help section; default: the one add_arguments is given
+    scale: float = 1  # field value = flag value x scale (MiB, megapixels)
+    parse: Callable[[str], Any] | None = None  # flag text -> value; default: the field's type
+    default_text: str | None = None  # the default in words, when a value would not say it
+    choices: tuple[str, ...] | None = None
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A dataclass field that is also a flag (keywords: Setting's; `factory`: a default
+    computed when the settings are made)."""
+    factory = kwargs.pop("factory", dataclasses.MISSING)
+    return dataclasses.field(
+        default=default, default_factory=factory, metadata={_KEY: Setting(help, **kwargs)}
+    )
+
+
+class Declared(NamedTuple):
+    name: str  # the field's
+    meta: Setting
+    kind: type  # the field's type, None removed
+    default: Any  # in the flag's unit; MISSING: the flag is required
+
+    @property
+    def flag(self) -> str:
+        return self.meta.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def env(self, prefix: str) -> str:
+        return prefix + self.dest.upper()
+
+    def default_text(self) -> str | None:
+        """The default as --help and docs/settings.md show it (None: nothing to show)."""
+        value = self.default
+        if self.meta.default_text is not None or value in (dataclasses.MISSING, None):
+            return self.meta.default_text
+        if self.kind is bool:
+            return None
+        if isinstance(value, tuple):
+            return ",".join(value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    def help(self, prefix: str) -> str:
+        text = self.default_text()
+        return f"{self.meta.help} [{'' if text is None else f'default {text}; '}{self.env(prefix)}]"
+
+
+def _kind(cls: type, field: dataclasses.Field[Any]) -> type:
+    hint: Any = field.type
+    if isinstance(hint, str):  # from __future__ import annotations: in its module's names
+        owner = next(c for c in cls.__mro__ if field.name in getattr(c, "__annotations__", {}))
+        hint = eval(hint, vars(sys.modules[owner.__module__]))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def _nested(cls: type, field: dataclasses.Field[Any]) -> type | None:
+    kind = _kind(cls, field)
+    return kind if _KEY not in field.metadata and field.default_factory is kind else None
+
+
+def declared(
+    cls: type, defaults: Mapping[str, Any] | None = None, nested: bool = True
+) -> Iterator[Declared]:
+    """The settings of a dataclass (and of its nested settings), in declaration order;
+    `defaults` overrides declared defaults by field name (each server's --port)."""
+    for field in dataclasses.fields(cls):
+        inner = _nested(cls, field)
+        if inner is not None and nested:
+            yield from declared(inner)
+        if _KEY not in field.metadata:
+            continue
+        meta: Setting = field.metadata[_KEY]
+        if defaults and field.name in defaults:
+            value = defaults[field.name]
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+        else:
+            value = field.default
+        if meta.scale != 1 and value is not None:
+            value = value / meta.scale
+        value = value.value if isinstance(value, enum.Enum) else value
+        yield Declared(field.name, meta, _kind(cls, field), value)
+
+
+def values(settings: Any) -> dict[str, Any]:
+    """The declared settings of one object (not nested ones) by field name: what a server
+    reports of its limits (`IndexLimits(**values(limits))` on the wire)."""
+    return {item.name: getattr(settings, item.name) for item in declared(type(settings))}
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    prefix: str,
+    group: str,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """One flag per declared setting of `cls`, in --help sections by Setting.group (`group`
+    when none); each defaults to its environment variable, else to the declaration."""
+    sections = {g.title: g for g in parser._action_groups}
+    for item in declared(cls, defaults):
+        title = item.meta.group or group
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        add = sections[title].add_argument
+        value = os.environ.get(item.env(prefix))
+        help = item.help(prefix).replace("%", "%%")
+        if item.kind is bool:
+            on = (value or "").strip().lower() in TRUE_WORDS
+            add(item.flag, action="store_true", default=on, help=help)
+            continue
+        kwargs: dict[str, Any] = {"help": help}
+        if issubclass(item.kind, enum.Enum):
+            kwargs["choices"] = [member.value for member in item.kind]
+        elif item.meta.choices:
+            kwargs["choices"] = list(item.meta.choices)
+        if item.meta.parse is not None or item.meta.scale != 1 or item.kind in (int, float, Path):
+            kwargs["type"] = item.meta.parse or (float if item.meta.scale != 1 else item.kind)
+        if value is None and item.default is dataclasses.MISSING:
+            add(item.flag, required=True, **kwargs)
+        else:  # argparse converts a string default with `type`, like a command-line value
+            add(item.flag, default=item.default if value is None else value, **kwargs)
+
+
+def from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:
+    """The settings object the parsed flags describe (`extra`: fields set otherwise)."""
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        inner = _nested(cls, field)
+        if inner is not None:
+            fields[field.name] = from_args(inner, args)
+    for item in declared(cls, nested=False):
+        value = getattr(args, item.dest)
+        if value is not None and item.meta.scale != 1:
+            value = item.kind(value * item.meta.scale)
+        elif value is not None and issubclass(item.kind, enum.Enum):
+            value = item.kind(value)
+        fields[item.name] = value
+    return cls(**{**fields, **extra})
