@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -103,6 +105,11 @@ def test_sync_watch_follows_the_folder_until_interrupted(setup):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert watcher.stdout is not None
+    lines: list[str] = []  # the watcher's summary lines, one per sync, as they come
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    reader.start()
+    err = ""
     try:
         deadline = time.monotonic() + 240  # well inside the test timeout: fail, never hang
         with Collection(shards, timeout=30) as collection:
@@ -111,17 +118,22 @@ def test_sync_watch_follows_the_folder_until_interrupted(setup):
                 time.sleep(0.5)  # the first sync
             (root / "photos" / "new.jpg").write_bytes(jpeg_bytes(synthetic_image(77)))
             (root / "photos" / "chelsea.jpg").unlink()
-            while time.monotonic() < deadline and (
-                collection.missing(["photos/new.jpg"])
-                or not collection.missing(["photos/chelsea.jpg"])
+            # Followed: the collection changed and the sync that changed it said so (Ctrl-C
+            # before its summary line would interrupt it, which a later sync resumes).
+            while time.monotonic() < deadline and not (
+                collection.missing(["photos/new.jpg", "photos/chelsea.jpg"])
+                == ["photos/chelsea.jpg"]
+                and any("removed 1" in line for line in lines)
             ):
                 assert watcher.poll() is None, "the watcher exited while following the folder"
                 time.sleep(0.5)
-            assert collection.missing(["photos/new.jpg", "photos/chelsea.jpg"]) == [
-                "photos/chelsea.jpg"
-            ]
     finally:
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=60)
+        _, err = watcher.communicate(timeout=60)
+        reader.join(10)
     assert watcher.returncode == 0, err
-    assert "added 1, updated 0, removed 1" in out and "Traceback" not in err
+    assert "Traceback" not in err
+    assert lines[0].startswith("added 44, updated 0, removed 0"), lines
+    changes = [re.match(r"added (\d+), updated (\d+), removed (\d+)", line) for line in lines[1:]]
+    added, updated, removed = (sum(int(m[i]) for m in changes if m) for i in (1, 2, 3))
+    assert (added, updated, removed) == (1, 0, 1), lines

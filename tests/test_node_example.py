@@ -34,7 +34,8 @@ def node(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_node_example_embeds_searches_every_shard_and_routes_a_get(
     embedder_server, start_shard, photos
 ):
-    shards = [start_shard(2048, name=f"n{i}") for i in range(2)]
+    # Fixed shard ids (generated ones would put all six keys on one shard 1 run in 32).
+    shards = [start_shard(2048, "--shard-id", f"n{i}", name=f"n{i}") for i in range(2)]
     addresses = ",".join(s.address for s in shards)
     names = ["astronaut.jpg", "coffee.jpg", "rocket.jpg", "chelsea.jpg", "horse.jpg", "coins.jpg"]
     with EmbedderClient(embedder_server.address) as embedder, Collection(addresses.split(",")) as c:
