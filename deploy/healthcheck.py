@@ -2,7 +2,7 @@
 """`imagesim-health`: is an imagesim server serving? Exit 0 if so, 1 if not (one line says why).
 
     imagesim-health grpc HOST:PORT [--service NAME] [--tls-ca FILE] [--tls-server-name NAME]
-                    [--tls-cert FILE --tls-key FILE] [--timeout S]
+                    [--tls-client-cert FILE --tls-client-key FILE] [--timeout S]
     imagesim-health http URL [--timeout S]
 
 `grpc` asks the standard health service (grpc.health.v1.Health/Check; the empty service name
@@ -13,8 +13,8 @@ certificate is given, else in plaintext. The health service needs no API key. `h
 Kubernetes' own `grpc:` probe connects without TLS (a `mode: TLS` field only arrives with
 Kubernetes 1.37), and compose has no gRPC check at all: the images ship this script as
 /usr/local/bin/imagesim-health for exec probes and compose health checks. Unset TLS flags fall
-back to the client's variables (IMAGESIM_TLS_CA, IMAGESIM_TLS_CERT, IMAGESIM_TLS_KEY,
-IMAGESIM_TLS_SERVER_NAME).
+back to the client's variables (IMAGESIM_TLS_CA, IMAGESIM_TLS_CLIENT_CERT,
+IMAGESIM_TLS_CLIENT_KEY, IMAGESIM_TLS_SERVER_NAME; docs/settings.md).
 """
 
 from __future__ import annotations
@@ -81,8 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grpc_check.add_argument("address", help="HOST:PORT or a gRPC target")
     grpc_check.add_argument("--service", default="", help="service name (default: the server)")
     grpc_check.add_argument("--tls-ca", type=Path, help="CA of the server certificate (PEM)")
-    grpc_check.add_argument("--tls-cert", type=Path, help="client certificate (mutual TLS)")
-    grpc_check.add_argument("--tls-key", type=Path, help="client key (mutual TLS)")
+    grpc_check.add_argument(  # --tls-cert: the old, deprecated spelling
+        "--tls-client-cert", "--tls-cert", dest="tls_cert", type=Path,
+        help="client certificate (mutual TLS)",
+    )  # fmt: skip
+    grpc_check.add_argument(
+        "--tls-client-key", "--tls-key", dest="tls_key", type=Path, help="client key (mutual TLS)"
+    )
     grpc_check.add_argument("--tls-server-name", help="name to check in the server certificate")
     http_check = kinds.add_parser("http", help="an HTTP URL answering 2xx (imagesim-web)")
     http_check.add_argument("url")

@@ -6,14 +6,19 @@ from __future__ import annotations
 import collections
 import ipaddress
 import json
-import os
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from imagesim.settings_base import from_env, setting
 from imagesim.types import DEFAULT_MAX_MESSAGE_BYTES
+
+# The client's variables: IMAGESIM_ + a flag's name (IMAGESIM_TLS_CA for --tls-ca); the
+# servers' are IMAGESIM_<PROC>_ + the flag's name.
+CLIENT_ENV_PREFIX = "IMAGESIM_"
 
 RECONNECT_BACKOFF_MAX_MS = 2000
 
@@ -146,34 +151,44 @@ class ChannelSecurity:
     by IP to a certificate for a name).
     """
 
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    api_key: str | None = field(default=None, repr=False)
-    tls: bool = False
-    tls_server_name: str | None = None
+    tls_ca: Path | None = setting(
+        None, "CA certificate (PEM) that signed the servers' certificates: turns TLS on"
+    )
+    tls_cert: Path | None = setting(
+        None,
+        "client certificate (PEM) for servers that require mutual TLS",
+        flag="--tls-client-cert",
+        old_flags=("--tls-cert",),
+        old_env=("IMAGESIM_TLS_CERT",),
+    )
+    tls_key: Path | None = setting(
+        None,
+        "private key (PEM) of --tls-client-cert",
+        flag="--tls-client-key",
+        old_flags=("--tls-key",),
+        old_env=("IMAGESIM_TLS_KEY",),
+    )
+    api_key: str | None = setting(
+        None,
+        "sent as `authorization: Bearer KEY` (prefer the variable: a command line is visible "
+        "to other users)",
+        repr=False,
+    )
+    tls: bool = False  # TLS with the system's CAs, no file needed (not a flag)
+    tls_server_name: str | None = setting(
+        None, "name to check in the servers' certificates instead of the host"
+    )
 
     @property
     def uses_tls(self) -> bool:
         return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ChannelSecurity:
-        """IMAGESIM_TLS_CA, IMAGESIM_TLS_CERT, IMAGESIM_TLS_KEY, IMAGESIM_API_KEY,
-        IMAGESIM_TLS_SERVER_NAME (unset or empty: not used)."""
-        env = os.environ if environ is None else environ
-
-        def path(name: str) -> Path | None:
-            value = env.get(name, "").strip()
-            return Path(value) if value else None
-
-        return cls(
-            tls_ca=path("IMAGESIM_TLS_CA"),
-            tls_cert=path("IMAGESIM_TLS_CERT"),
-            tls_key=path("IMAGESIM_TLS_KEY"),
-            api_key=env.get("IMAGESIM_API_KEY", "").strip() or None,
-            tls_server_name=env.get("IMAGESIM_TLS_SERVER_NAME", "").strip() or None,
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ChannelSecurity:
+        """From the client's variables (CLIENT_ENV_PREFIX + the flag's name: IMAGESIM_TLS_CA,
+        IMAGESIM_TLS_CLIENT_CERT, IMAGESIM_TLS_CLIENT_KEY, IMAGESIM_TLS_SERVER_NAME,
+        IMAGESIM_API_KEY; unset or empty: not used)."""
+        return from_env(cls, CLIENT_ENV_PREFIX, environ)
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         """Channel credentials (None: a plain insecure channel)."""

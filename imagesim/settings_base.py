@@ -23,6 +23,10 @@ from typing import Any, NamedTuple, TypeVar
 T = TypeVar("T")
 _KEY = "imagesim.setting"
 TRUE_WORDS = ("1", "true", "yes", "on")  # a switch's variable turns it on with one of these
+# Metadata of a field holding a settings class that is not read from this process's flags
+# (imagesim-web's backend security comes from the client's variables).
+NOT_FLAGS = {"imagesim.not_flags": True}
+_ANNOUNCED: set[str] = set()  # deprecated variables already said on stderr (once a process)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,14 +38,22 @@ class Setting:
     parse: Callable[[str], Any] | None = None  # flag text -> value; default: the field's type
     default_text: str | None = None  # the default in words, when a value would not say it
     choices: tuple[str, ...] | None = None
+    # Old spellings still accepted, each announced as deprecated when used: flags, and
+    # variables read when the setting's own is unset (both by their full names).
+    old_flags: tuple[str, ...] = ()
+    old_env: tuple[str, ...] = ()
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
     """A dataclass field that is also a flag (keywords: Setting's; `factory`: a default
     computed when the settings are made)."""
     factory = kwargs.pop("factory", dataclasses.MISSING)
+    shown = kwargs.pop("repr", True)  # False: a secret, never in the object's repr
     return dataclasses.field(
-        default=default, default_factory=factory, metadata={_KEY: Setting(help, **kwargs)}
+        default=default,
+        default_factory=factory,
+        repr=shown,
+        metadata={_KEY: Setting(help, **kwargs)},
     )
 
 
@@ -62,6 +74,19 @@ class Declared(NamedTuple):
     def env(self, prefix: str) -> str:
         return prefix + self.dest.upper()
 
+    def env_value(self, prefix: str, environ: Mapping[str, str] | None = None) -> str | None:
+        """The setting's value in the environment (an empty variable is unset), else an old
+        variable's, announced as deprecated on stderr."""
+        env = os.environ if environ is None else environ
+        for name in (self.env(prefix), *self.meta.old_env):
+            value = env.get(name, "").strip()
+            if value:
+                if name != self.env(prefix) and name not in _ANNOUNCED:
+                    _ANNOUNCED.add(name)
+                    print(f"{name} is deprecated: set {self.env(prefix)}", file=sys.stderr)
+                return value
+        return None
+
     def default_text(self) -> str | None:
         """The default as --help and docs/settings.md show it (None: nothing to show)."""
         value = self.default
@@ -75,7 +100,9 @@ class Declared(NamedTuple):
 
     def help(self, prefix: str) -> str:
         text = self.default_text()
-        return f"{self.meta.help} [{'' if text is None else f'default {text}; '}{self.env(prefix)}]"
+        old = f" ({', '.join(self.meta.old_flags)}: deprecated)" if self.meta.old_flags else ""
+        shown = "" if text is None else f"default {text}; "
+        return f"{self.meta.help}{old} [{shown}{self.env(prefix)}]"
 
 
 def _kind(cls: type, field: dataclasses.Field[Any]) -> type:
@@ -90,7 +117,9 @@ def _kind(cls: type, field: dataclasses.Field[Any]) -> type:
 
 def _nested(cls: type, field: dataclasses.Field[Any]) -> type | None:
     kind = _kind(cls, field)
-    return kind if _KEY not in field.metadata and field.default_factory is kind else None
+    if _KEY in field.metadata or "imagesim.not_flags" in field.metadata:
+        return None
+    return kind if field.default_factory is kind else None
 
 
 def declared(
@@ -138,7 +167,7 @@ def add_arguments(
         if title not in sections:
             sections[title] = parser.add_argument_group(title)
         add = sections[title].add_argument
-        value = os.environ.get(item.env(prefix))
+        value = item.env_value(prefix)
         help = item.help(prefix).replace("%", "%%")
         if item.kind is bool:
             on = (value or "").strip().lower() in TRUE_WORDS
@@ -155,6 +184,44 @@ def add_arguments(
             add(item.flag, required=True, **kwargs)
         else:  # argparse converts a string default with `type`, like a command-line value
             add(item.flag, default=item.default if value is None else value, **kwargs)
+        for old in item.meta.old_flags:
+            kwargs["help"] = argparse.SUPPRESS
+            add(old, dest=item.dest, action=_Deprecated, new=item.flag, **kwargs)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling of a flag: sets the same value, and says the new name on stderr."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{option_string} is deprecated: use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def from_env(cls: type[T], prefix: str, environ: Mapping[str, str] | None = None) -> T:
+    """The settings the environment alone describes (unset: the declared defaults)."""
+    fields: dict[str, Any] = {}
+    for item in declared(cls, nested=False):
+        value = item.env_value(prefix, environ)
+        if value is None:
+            continue
+        if item.kind is bool:
+            fields[item.name] = value.lower() in TRUE_WORDS
+        else:
+            parse = item.meta.parse or item.kind
+            fields[item.name] = (
+                parse(value) * item.meta.scale if item.meta.scale != 1 else parse(value)
+            )
+    return cls(**fields)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **extra: Any) -> T:

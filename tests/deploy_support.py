@@ -40,8 +40,8 @@ PENDING: dict[tuple[str, str], str] = {}  # imagesim-web (issue 11) has landed
 # service addresses (client/cli/__init__.py); test_deploy_images checks this list against the code.
 CLIENT_ENV = {
     "IMAGESIM_TLS_CA",
-    "IMAGESIM_TLS_CERT",
-    "IMAGESIM_TLS_KEY",
+    "IMAGESIM_TLS_CLIENT_CERT",
+    "IMAGESIM_TLS_CLIENT_KEY",
     "IMAGESIM_API_KEY",
     "IMAGESIM_TLS_SERVER_NAME",
 }

@@ -22,7 +22,7 @@ from tests.deploy_support import Program, start_refusal
 Doc = dict[str, Any]
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 NOT_OURS = {"sh", "sleep"}  # commands of the images' base system, not checked further
-CLIENT_FILE_ENV = {"IMAGESIM_TLS_CA", "IMAGESIM_TLS_CERT", "IMAGESIM_TLS_KEY"}
+CLIENT_FILE_ENV = {"IMAGESIM_TLS_CA", "IMAGESIM_TLS_CLIENT_CERT", "IMAGESIM_TLS_CLIENT_KEY"}
 
 
 def _index(docs: list[Doc]) -> dict[tuple[str, str], Doc]:

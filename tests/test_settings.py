@@ -114,3 +114,32 @@ def test_web_settings_and_its_backend_security(monkeypatch, tmp_path):
     # the calls to the services: TLS from the client's variables, held by the settings
     assert settings.backend.tls_ca == Path("/etc/imagesim/ca.crt")
     assert settings.tls is None and settings.url == "http://127.0.0.1:8080"
+
+
+def test_client_certificate_flags_are_named_for_what_they_are(monkeypatch, capsys):
+    """The CLI's client certificate is --tls-client-cert/--tls-client-key (the servers'
+    --tls-cert is their own certificate); the old names still work and say so."""
+    from imagesim.channel import ChannelSecurity
+    from imagesim.client.cli import build_parser
+    from imagesim.client.cli.security import security_from_args
+
+    for name in ("IMAGESIM_TLS_CLIENT_CERT", "IMAGESIM_TLS_CERT", "IMAGESIM_TLS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    parser = build_parser()
+    new = parser.parse_args(["stats", "--tls-client-cert", "c.pem", "--tls-client-key", "k.pem"])
+    assert (security_from_args(new).tls_cert, security_from_args(new).tls_key) == (
+        Path("c.pem"),
+        Path("k.pem"),
+    )
+    assert "deprecated" not in capsys.readouterr().err
+    old = parser.parse_args(["stats", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+    assert security_from_args(old) == security_from_args(new)
+    err = capsys.readouterr().err
+    assert "--tls-cert is deprecated: use --tls-client-cert" in err
+    assert "--tls-key is deprecated: use --tls-client-key" in err
+    # The variables: the new name wins, the old one is read when it is unset, empty is unset.
+    env = {"IMAGESIM_TLS_CERT": "old.pem", "IMAGESIM_TLS_CLIENT_KEY": "", "IMAGESIM_TLS_KEY": ""}
+    assert ChannelSecurity.from_env(env).tls_cert == Path("old.pem")
+    assert ChannelSecurity.from_env(env).tls_key is None
+    env["IMAGESIM_TLS_CLIENT_CERT"] = "new.pem"
+    assert ChannelSecurity.from_env(env).tls_cert == Path("new.pem")

@@ -14,7 +14,7 @@ from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
 from imagesim.limits import MiB
 from imagesim.security import is_loopback
 from imagesim.serving.settings import LOG_LEVELS, SecuritySettings, refuse
-from imagesim.settings_base import add_arguments, from_args, setting
+from imagesim.settings_base import NOT_FLAGS, add_arguments, from_args, setting
 from imagesim.version import add_version_flag
 
 PROG = "imagesim-web"
@@ -130,7 +130,7 @@ class WebSettings(SecuritySettings):
     )
     # TLS and key of the calls to the Embedder and shards: the client's variables
     # (IMAGESIM_TLS_CA, IMAGESIM_API_KEY, ...), read by parse_args
-    backend: ChannelSecurity = field(default_factory=ChannelSecurity)
+    backend: ChannelSecurity = field(default_factory=ChannelSecurity, metadata=NOT_FLAGS)
 
     @property
     def default_k(self) -> int:

@@ -1,18 +1,18 @@
-"""The CLI's connection-security flags, added to every command that talks to a server.
-
-Flags override the environment (IMAGESIM_TLS_CA, IMAGESIM_TLS_CERT, IMAGESIM_TLS_KEY,
-IMAGESIM_API_KEY, IMAGESIM_TLS_SERVER_NAME). Prefer IMAGESIM_API_KEY to --api-key: other users
-of the machine can read a process's command line."""
+"""The CLI's connection-security flags, added to every command that talks to a server: the
+declarations of ChannelSecurity (imagesim.channel), so each flag, its variable (IMAGESIM_TLS_CA,
+IMAGESIM_TLS_CLIENT_CERT, IMAGESIM_TLS_CLIENT_KEY, IMAGESIM_TLS_SERVER_NAME, IMAGESIM_API_KEY)
+and its help are said once. Flags override the environment. Prefer IMAGESIM_API_KEY to
+--api-key: other users of the machine can read a process's command line."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
-from imagesim.channel import ChannelSecurity
+from imagesim.channel import CLIENT_ENV_PREFIX, ChannelSecurity
+from imagesim.settings_base import add_arguments, from_args
 
 _SERVER_OPTIONS = ("--shards", "--embedder", "--from")
+GROUP = "connection security"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -28,39 +28,12 @@ def add_security_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the flags to each (sub)command that talks to servers (--shards, --embedder or
     --from)."""
     for sub in _subparsers(parser):
-        if not any(option in sub._option_string_actions for option in _SERVER_OPTIONS):
-            continue
-        group = sub.add_argument_group("connection security")
-        group.add_argument(
-            "--tls-ca",
-            type=Path,
-            help="CA certificate (PEM) that signed the servers' certificates: turns TLS on "
-            "[IMAGESIM_TLS_CA]",
-        )
-        group.add_argument(
-            "--tls-cert", type=Path, help="client certificate for mutual TLS [IMAGESIM_TLS_CERT]"
-        )
-        group.add_argument(
-            "--tls-key", type=Path, help="private key of --tls-cert [IMAGESIM_TLS_KEY]"
-        )
-        group.add_argument(
-            "--tls-server-name",
-            help="name to check in the servers' certificates instead of the host "
-            "[IMAGESIM_TLS_SERVER_NAME]",
-        )
-        group.add_argument(
-            "--api-key",
-            help="sent as `authorization: Bearer KEY` (prefer the variable: a command line "
-            "is visible to other users) [IMAGESIM_API_KEY]",
-        )
+        if any(option in sub._option_string_actions for option in _SERVER_OPTIONS):
+            add_arguments(sub, ChannelSecurity, CLIENT_ENV_PREFIX, GROUP)
 
 
 def security_from_args(args: argparse.Namespace) -> ChannelSecurity:
-    """The environment's settings, with the flags given on the command line on top."""
-    security = ChannelSecurity.from_env()
-    given = {
-        name: getattr(args, name)
-        for name in ("tls_ca", "tls_cert", "tls_key", "tls_server_name", "api_key")
-        if getattr(args, name, None) is not None
-    }
-    return dataclasses.replace(security, **given)
+    """The flags given on the command line, over the environment's settings."""
+    if not hasattr(args, "tls_ca"):  # a command that talks to no server
+        return ChannelSecurity.from_env()
+    return from_args(ChannelSecurity, args)

@@ -12,7 +12,7 @@
 //
 // Servers with TLS and API keys: the same variables as the imagesim CLI.
 //   IMAGESIM_TLS_CA=ca.crt          CA that signed the servers' certificates (turns TLS on)
-//   IMAGESIM_TLS_CERT / _TLS_KEY    client certificate and key, for mutual TLS
+//   IMAGESIM_TLS_CLIENT_CERT / _TLS_CLIENT_KEY    client certificate and key (mutual TLS)
 //   IMAGESIM_TLS_SERVER_NAME        name to check in the certificates instead of the host
 //   IMAGESIM_API_KEY=...            sent as `authorization: Bearer KEY` on every call
 
@@ -91,8 +91,9 @@ function env(name) {
 // TLS when a CA or a client certificate is given; plaintext otherwise (loopback, tests).
 function channelCredentials() {
   const ca = env("IMAGESIM_TLS_CA");
-  const cert = env("IMAGESIM_TLS_CERT");
-  const key = env("IMAGESIM_TLS_KEY");
+  // IMAGESIM_TLS_CERT / _TLS_KEY: the old names, still read
+  const cert = env("IMAGESIM_TLS_CLIENT_CERT") || env("IMAGESIM_TLS_CERT");
+  const key = env("IMAGESIM_TLS_CLIENT_KEY") || env("IMAGESIM_TLS_KEY");
   if (!ca && !cert) {
     return grpc.credentials.createInsecure();
   }
