@@ -34,7 +34,7 @@ import numpy as np
 from tests.support.vectors import structured
 
 THRESHOLD = 0.1
-NEIGHBOURS = 10
+NEIGHBORS = 10
 
 
 @dataclass
@@ -43,7 +43,7 @@ class DuplicatesResult:
     dims: int
     shards: int
     max_distance: float
-    neighbours: int
+    neighbors: int
     seconds: float  # the finder: scan + batched searches + union-find
     items_per_second: float
     peak_rss_mb: float  # the finder's process, at its peak
@@ -152,7 +152,7 @@ def memory_mb(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
 
 
-def worker(shards: list[str], threshold: float, neighbours: int, out: Path) -> None:
+def worker(shards: list[str], threshold: float, neighbors: int, out: Path) -> None:
     """Child process: connect, find the groups, write them with this process's figures."""
     from imagesim.client.collection import Collection
     from imagesim.client.duplicates import find_duplicates
@@ -161,7 +161,7 @@ def worker(shards: list[str], threshold: float, neighbours: int, out: Path) -> N
         collection.connect()
         before = memory_mb("VmRSS")
         started = time.perf_counter()
-        report = find_duplicates(collection, threshold, neighbours, page_size=1024, timeout=600)
+        report = find_duplicates(collection, threshold, neighbors, page_size=1024, timeout=600)
         seconds = time.perf_counter() - started
     peak = memory_mb("VmHWM")
     out.write_text(
@@ -225,7 +225,7 @@ def run(quick: bool, work: Path, count: int = 25_000) -> DuplicatesResult:
         dims=dims,
         shards=shard_count,
         max_distance=THRESHOLD,
-        neighbours=NEIGHBOURS,
+        neighbors=NEIGHBORS,
         seconds=found["seconds"],
         items_per_second=found["items"] / found["seconds"],
         peak_rss_mb=found["peak_rss_mb"],
@@ -244,7 +244,7 @@ def run(quick: bool, work: Path, count: int = 25_000) -> DuplicatesResult:
 def describe(r: DuplicatesResult) -> str:
     return (
         f"duplicates {r.items:,} x {r.dims} over {r.shards} shards (threshold {r.max_distance}, "
-        f"{r.neighbours} neighbours): {r.seconds:.1f} s ({r.items_per_second:,.0f} items/s), "
+        f"{r.neighbors} neighbours): {r.seconds:.1f} s ({r.items_per_second:,.0f} items/s), "
         f"finder peak RSS {r.peak_rss_mb:.0f} MB ({r.rss_before_mb:.0f} MB before the scan; "
         f"an n x n float32 matrix would be {r.n_by_n_float32_mb:,.0f} MB); {r.groups} groups, "
         f"{r.duplicated_items} items; sample of {r.sample}: groups exact "
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> DuplicatesResult | None:
     parser.add_argument("--worker", metavar="SHARDS", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker.split(","), THRESHOLD, NEIGHBOURS, args.out)
+        worker(args.worker.split(","), THRESHOLD, NEIGHBORS, args.out)
         return None
     from bench.common import Machine
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Machine, percentile
-from bench.duplicates import NEIGHBOURS, THRESHOLD
+from bench.duplicates import NEIGHBORS, THRESHOLD
 from imagesim import protocol
 from imagesim.client.index_client import IndexClient
 from imagesim.pca import l2_normalise
@@ -149,7 +149,7 @@ def duplicates_rate(address: str) -> float:
             find_duplicates(
                 collection,
                 THRESHOLD,
-                NEIGHBOURS,
+                NEIGHBORS,
                 page_size=1024,
                 timeout=600,
                 progress=lambda n: scanned.__setitem__(0, n),

@@ -115,7 +115,7 @@ class DuplicateGroup:
 @dataclass
 class DuplicateReport:
     max_distance: float
-    neighbours: int
+    neighbors: int
     groups: list[DuplicateGroup] = field(default_factory=list)  # largest first
     items: int = 0  # items scanned
     # Neighbour links within max_distance found (a pair seen from both ends counts twice).
@@ -127,22 +127,22 @@ class DuplicateReport:
         return sum(group.size for group in self.groups)
 
 
-def check_threshold(max_distance: float, neighbours: int) -> None:
+def check_threshold(max_distance: float, neighbors: int) -> None:
     if not np.isfinite(max_distance) or max_distance < 0:
         raise InvalidArgument(
             f"max distance must be a finite number >= 0, not {max_distance}",
             reason=Reason.VALUE_OUT_OF_RANGE,
         )
-    if not 1 <= neighbours < MAX_RESULTS_PER_SEARCH:
+    if not 1 <= neighbors < MAX_RESULTS_PER_SEARCH:
         raise InvalidArgument(
-            f"neighbours must be between 1 and {MAX_RESULTS_PER_SEARCH - 1}, not {neighbours}",
+            f"neighbours must be between 1 and {MAX_RESULTS_PER_SEARCH - 1}, not {neighbors}",
             reason=Reason.VALUE_OUT_OF_RANGE,
         )
 
 
-def batch_size(neighbours: int) -> int:
+def batch_size(neighbors: int) -> int:
     """Queries per search so that one search returns at most MAX_RESULTS_PER_SEARCH."""
-    return max(1, min(MAX_QUERIES_PER_SEARCH, MAX_RESULTS_PER_SEARCH // (neighbours + 1)))
+    return max(1, min(MAX_QUERIES_PER_SEARCH, MAX_RESULTS_PER_SEARCH // (neighbors + 1)))
 
 
 class _Finder:
@@ -193,7 +193,7 @@ class _Finder:
 def find_duplicates(
     source: NeighbourSource,
     max_distance: float,
-    neighbours: int = 10,
+    neighbors: int = 10,
     *,
     page_size: int = 1024,
     timeout: float | None = None,
@@ -205,11 +205,11 @@ def find_duplicates(
     `neighbours`: how many nearest items each item links to at most. `timeout`: deadline of
     each batched search. `progress(items_scanned)` is called after every batch;
     `should_stop()` is asked before every batch (Cancelled when it says yes)."""
-    check_threshold(max_distance, neighbours)
+    check_threshold(max_distance, neighbors)
     started = time.monotonic()
     finder = _Finder(max_distance)
-    params = SearchParams(k=neighbours + 1, max_distance=max_distance)
-    per_batch = batch_size(neighbours)
+    params = SearchParams(k=neighbors + 1, max_distance=max_distance)
+    per_batch = batch_size(neighbors)
     scanned = 0
     for keys, vectors in vector_batches(
         source.scan(page_size=page_size, include_vectors=True, include_metadata=False), per_batch
@@ -227,7 +227,7 @@ def find_duplicates(
     groups = finder.groups()
     return DuplicateReport(
         max_distance=max_distance,
-        neighbours=neighbours,
+        neighbors=neighbors,
         groups=groups,
         items=scanned,
         links=finder.links,

@@ -20,7 +20,7 @@ from imagesim.client.duplicates import NeighbourSource, batch_size, vector_batch
 from imagesim.errors import InvalidArgument, Reason
 from imagesim.params import SearchParams
 
-DEFAULT_NEIGHBOURS = 3
+DEFAULT_NEIGHBORS = 3
 MAX_COUNT = 10_000
 
 
@@ -33,7 +33,7 @@ class Outlier:
 
 @dataclass
 class OutlierReport:
-    neighbours: int
+    neighbors: int
     outliers: list[Outlier] = field(default_factory=list)  # most isolated first
     items: int = 0
     seconds: float = 0.0
@@ -42,7 +42,7 @@ class OutlierReport:
 def find_outliers(
     source: NeighbourSource,
     count: int = 50,
-    neighbours: int = DEFAULT_NEIGHBOURS,
+    neighbors: int = DEFAULT_NEIGHBORS,
     *,
     page_size: int = 1024,
     timeout: float | None = None,
@@ -56,19 +56,19 @@ def find_outliers(
             f"count must be between 1 and {MAX_COUNT}, not {count}",
             reason=Reason.VALUE_OUT_OF_RANGE,
         )
-    if not 1 <= neighbours <= 100:
+    if not 1 <= neighbors <= 100:
         raise InvalidArgument(
-            f"neighbours must be between 1 and 100, not {neighbours}",
+            f"neighbours must be between 1 and 100, not {neighbors}",
             reason=Reason.VALUE_OUT_OF_RANGE,
         )
     started = time.monotonic()
-    params = SearchParams(k=neighbours + 1)
+    params = SearchParams(k=neighbors + 1)
     heap: list[tuple[float, str, tuple[tuple[str, float], ...]]] = []
     scanned = 0
     pages = source.scan(page_size=page_size, include_vectors=True, include_metadata=False)
-    for keys, vectors in vector_batches(pages, batch_size(neighbours)):
+    for keys, vectors in vector_batches(pages, batch_size(neighbors)):
         for key, result in zip(keys, source.search_many(vectors, params, timeout), strict=True):
-            others = [(n.key, n.distance) for n in result.neighbors if n.key != key][:neighbours]
+            others = [(n.key, n.distance) for n in result.neighbors if n.key != key][:neighbors]
             if not others:
                 continue  # alone in the collection: nothing to be far from
             entry = (float(np.mean([d for _, d in others])), key, tuple(others))
@@ -81,7 +81,7 @@ def find_outliers(
             progress(scanned)
     ranked = sorted(heap, key=lambda e: (-e[0], e[1]))
     return OutlierReport(
-        neighbours=neighbours,
+        neighbors=neighbors,
         outliers=[Outlier(key, score, nearest) for score, key, nearest in ranked],
         items=scanned,
         seconds=time.monotonic() - started,

@@ -72,9 +72,9 @@ def test_union_find_agrees_with_naive_labels():
 
 
 def test_batches_stay_under_the_shards_result_limit():
-    for neighbours in (1, 10, 77, 78, 1000, 19_999):
-        per_batch = batch_size(neighbours)
-        assert 1 <= per_batch <= 256 and per_batch * (neighbours + 1) <= 20_000
+    for neighbors in (1, 10, 77, 78, 1000, 19_999):
+        per_batch = batch_size(neighbors)
+        assert 1 <= per_batch <= 256 and per_batch * (neighbors + 1) <= 20_000
 
 
 def test_groups_over_two_shards_match_the_exact_components(start_shard):
@@ -90,7 +90,7 @@ def test_groups_over_two_shards_match_the_exact_components(start_shard):
         assert len(truth) > 100  # the planted groups, some chained
         seen: list[int] = []
         report = find_duplicates(
-            collection, threshold, neighbours=10, page_size=300, progress=seen.append
+            collection, threshold, neighbors=10, page_size=300, progress=seen.append
         )
     found = {frozenset(g.keys) for g in report.groups}
     assert found == truth
@@ -119,14 +119,14 @@ def test_identical_vectors_group_at_a_tiny_threshold_and_a_stop_is_honoured(star
         collection.add(items)
         # float32 angular distances of identical vectors are ~3e-4, not 0: copies need a
         # threshold a little above 0.
-        report = find_duplicates(collection, 0.001, neighbours=3)
+        report = find_duplicates(collection, 0.001, neighbors=3)
         assert [g.keys for g in report.groups] == [("copy-a", "copy-b", "k007")]
         assert report.groups[0].closest == pytest.approx((0.0, 0.0, 0.0), abs=1e-3)
         assert report.links == 6  # each of the three sees the other two
         asked = []
         with pytest.raises(Cancelled):
             find_duplicates(
-                collection, 0.1, neighbours=3, should_stop=lambda: asked.append(1) or len(asked) > 1
+                collection, 0.1, neighbors=3, should_stop=lambda: asked.append(1) or len(asked) > 1
             )
 
 

@@ -27,11 +27,11 @@ def test_isolated_items_come_first(start_shard):
         collection.record_layout()
         collection.add(items)
         report = find_outliers(collection, count=3)
-        assert report.items == 63 and report.neighbours == 3
+        assert report.items == 63 and report.neighbors == 3
         assert {o.key for o in report.outliers} == {"odd/1.jpg", "odd/2.jpg", "loner.jpg"}
         first = report.outliers[0]
         assert len(first.nearest) == 3 and first.score >= report.outliers[-1].score
-        nearest_only = find_outliers(collection, count=3, neighbours=1)
+        nearest_only = find_outliers(collection, count=3, neighbors=1)
         assert nearest_only.outliers[0].key == "loner.jpg"  # the pair hides with one neighbour
         assert "odd/1.jpg" not in {o.key for o in nearest_only.outliers[:1]}
         with pytest.raises(InvalidArgument, match="count must be between"):

@@ -71,7 +71,7 @@ def store_state(app: FastAPI, settings: WebSettings, keys: KeyFile | None) -> No
     app.state.backend = backend
     app.state.images = images
     app.state.jobs = DuplicateJobs(
-        backend.collection, signature, settings.duplicates_neighbours, settings.timeout
+        backend.collection, signature, settings.duplicates_neighbors, settings.timeout
     )
     app.state.thumbnails = ThumbnailCache(
         images,

@@ -47,7 +47,7 @@ class DuplicateJobs:
         self,
         collection: Collection,
         signature: Callable[[], tuple[Signature, int]],
-        neighbours: int,
+        neighbors: int,
         timeout: float,
         keep: int = 4,
         max_waiting: int = 8,
@@ -57,7 +57,7 @@ class DuplicateJobs:
         get the progress at once."""
         self.collection = collection
         self.signature = signature
-        self.neighbours = neighbours
+        self.neighbors = neighbors
         self.timeout = timeout
         self.keep = keep
         self._lock = threading.Lock()
@@ -70,7 +70,7 @@ class DuplicateJobs:
     def get(self, max_distance: float, wait: float) -> DuplicateReport | Progress:
         """The groups at `max_distance`, or the progress of the computation under way (which
         may be of another threshold: Progress.max_distance says)."""
-        check_threshold(max_distance, self.neighbours)
+        check_threshold(max_distance, self.neighbors)
         threshold = round(max_distance, 4)
         signature, total = self.signature()
         with self._lock:
@@ -109,7 +109,7 @@ class DuplicateJobs:
             report = find_duplicates(
                 self.collection,
                 job.max_distance,
-                self.neighbours,
+                self.neighbors,
                 timeout=self.timeout,
                 progress=progress,
                 should_stop=self._stop.is_set,

@@ -218,7 +218,7 @@ def manifest_path(settings: WebSettings, name: str) -> Path:
 def outliers_response(report: OutlierReport, n: int) -> dict[str, Any]:
     return {
         "items": report.items,
-        "neighbours": report.neighbours,
+        "neighbors": report.neighbors,
         "outliers": [
             {
                 "key": o.key,

@@ -28,7 +28,7 @@ POSITIVE = (  # settings that must be above 0
     "max_connections",
     "thumbnail_size",
     "thumbnail_workers",
-    "duplicates_neighbours",
+    "duplicates_neighbors",
     "timeout",
 )
 
@@ -120,8 +120,12 @@ class WebSettings(SecuritySettings):
     duplicates_distance: float = setting(
         DEFAULT_MAX_DISTANCE, "default threshold of the duplicates page", group="limits"
     )
-    duplicates_neighbours: int = setting(
-        10, "nearest items each item is compared with when finding duplicates", group="limits"
+    duplicates_neighbors: int = setting(
+        10,
+        "nearest items each item is compared with when finding duplicates",
+        group="limits",
+        old_flags=("--duplicates-neighbours",),
+        old_env=("IMAGESIM_WEB_DUPLICATES_NEIGHBOURS",),
     )
     duplicates_wait: float = setting(
         10.0,

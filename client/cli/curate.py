@@ -20,7 +20,7 @@ from imagesim.client.cli.pictures import (
 )
 from imagesim.client.collection import Collection
 from imagesim.client.embedder_client import EmbedderClient
-from imagesim.client.outliers import DEFAULT_NEIGHBOURS, OutlierReport, find_outliers
+from imagesim.client.outliers import DEFAULT_NEIGHBORS, OutlierReport, find_outliers
 from imagesim.client.pictures import Tile, contact_sheet
 from imagesim.client.quarantine import Outcome, apply_plan, undo
 from imagesim.client.review_plan import load_plan
@@ -92,9 +92,9 @@ def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
         "--neighbors",
         "--neighbours",
         type=int,
-        default=DEFAULT_NEIGHBOURS,
+        default=DEFAULT_NEIGHBORS,
         metavar="N",
-        help=f"score: mean distance to this many nearest items (default {DEFAULT_NEIGHBOURS})",
+        help=f"score: mean distance to this many nearest items (default {DEFAULT_NEIGHBORS})",
     )
     outliers.add_argument("--json", action="store_true", help="print JSON")
     outliers.add_argument("--sheet", type=Path, metavar="PNG", help="also draw them")
@@ -219,7 +219,7 @@ def cmd_undo(args: argparse.Namespace) -> int:
 
 def outliers_json(report: OutlierReport) -> dict[str, Any]:
     return {
-        "neighbors": report.neighbours,
+        "neighbors": report.neighbors,
         "items": report.items,
         "outliers": [
             {
@@ -241,7 +241,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     else:
         print(
             f"{len(report.outliers)} most isolated of {report.items} items "
-            f"(score: mean distance to the {report.neighbours} nearest)"
+            f"(score: mean distance to the {report.neighbors} nearest)"
         )
         for rank, outlier in enumerate(report.outliers, 1):
             print(f"{rank:4d}  score {outlier.score:.4f}  {outlier.key}")

@@ -188,7 +188,7 @@ def group_sheet(report: DuplicateReport, number: int, images_root: Path | None) 
 def report_json(report: DuplicateReport) -> dict:
     return {
         "max_distance": report.max_distance,
-        "neighbors": report.neighbours,
+        "neighbors": report.neighbors,
         "items": report.items,
         "seconds": round(report.seconds, 3),
         "groups": [

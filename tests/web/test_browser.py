@@ -227,8 +227,8 @@ def test_a_click_searches_from_the_result_and_the_keyboard_gets_there_too(
     wait(desktop, lambda d: "key=" in d.current_url)
     wait(desktop, lambda d: result_keys(d) and second not in result_keys(d))
     assert desktop.current_url.startswith(web.url + "/?key=")
-    neighbours = result_keys(desktop)
-    assert {name(k) for k in neighbours[:3]} == CHELSEA - {name(second)}
+    neighbors = result_keys(desktop)
+    assert {name(k) for k in neighbors[:3]} == CHELSEA - {name(second)}
     assert name(second) in desktop.find_element(By.ID, "results-title").text
     assert desktop.find_element(By.ID, "query-name").text.startswith(second)
     wait(desktop, pictures_loaded)
@@ -237,7 +237,7 @@ def test_a_click_searches_from_the_result_and_the_keyboard_gets_there_too(
     # The address is shareable: opened afresh it shows the same results.
     shared = desktop.current_url
     open_page(desktop, shared)
-    wait(desktop, lambda d: result_keys(d) == neighbours)
+    wait(desktop, lambda d: result_keys(d) == neighbors)
     # Keyboard again: Tab on from the Search button to the first result, press Enter.
     desktop.execute_script("document.getElementById('search-button').focus()")
     for _ in range(5):
@@ -247,10 +247,10 @@ def test_a_click_searches_from_the_result_and_the_keyboard_gets_there_too(
     focused = desktop.switch_to.active_element
     assert "card-link" in focused.get_attribute("class")
     target = focused.get_attribute("href")
-    assert target.endswith(quote(neighbours[0], safe="") + "&k=12")
+    assert target.endswith(quote(neighbors[0], safe="") + "&k=12")
     ActionChains(desktop).send_keys(Keys.ENTER).perform()
     wait(desktop, lambda d: d.current_url == target)
-    wait(desktop, lambda d: result_keys(d) and neighbours[0] not in result_keys(d))
+    wait(desktop, lambda d: result_keys(d) and neighbors[0] not in result_keys(d))
 
 
 DROP_AND_PASTE = """

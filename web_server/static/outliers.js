@@ -15,7 +15,7 @@ function renderOutliers(answer) {
   const n = answer.outliers.length;
   document.getElementById("outliers-summary").textContent =
     `The ${n} most isolated of ${answer.items.toLocaleString()} items ` +
-    `(score: mean distance to the ${answer.neighbours} nearest)`;
+    `(score: mean distance to the ${answer.neighbors} nearest)`;
   outGrid.replaceChildren(
     ...answer.outliers.map((o, i) => {
       const [folder, name] = splitKey(o.key);
