@@ -35,7 +35,7 @@ from imagesim.web.routes import duplicates, items, login, outliers, pages, revie
 from imagesim.web.routes.pages import STATIC
 from imagesim.web.settings import WebSettings
 from imagesim.web.thumbnails import ThumbnailCache
-from imagesim.web.uploads import UploadLimits
+from imagesim.web.uploads import UploadGuard
 
 # In this order: the routes' order decides which matches first and how /docs lists them.
 ROUTERS = (
@@ -100,7 +100,7 @@ def add_middleware(app: FastAPI, settings: WebSettings, keys: KeyFile | None) ->
         return (await anyio.to_thread.run_sync(backend.limits)).max_image_bytes
 
     app.add_middleware(
-        UploadLimits,
+        UploadGuard,
         paths={"/api/search"},
         max_image_bytes=max_image_bytes,
         timeout=settings.upload_timeout,

@@ -27,7 +27,7 @@ class _TooLarge(Exception):
     pass
 
 
-class UploadLimits:
+class UploadGuard:
     def __init__(
         self,
         app: ASGIApp,
