@@ -22,7 +22,7 @@ def test_short_soak_keeps_every_acknowledged_write_and_serves_hostile_callers(tm
     assert sum(summary["operations"].get(name, 0) for name in hostile) > 10
     # Memory, for the processes that were never restarted (a restarted shard spends a short
     # run catching up): a smoke check against gross leaks, e.g. a shard keeping the messages it
-    # was sent (8 clients send ~2 GB in 40 s). glibc keeps the high-water mark of what hostile
+    # was sent. glibc keeps the high-water mark of what hostile
     # 64 MiB requests made it allocate, so a shard's settled anonymous memory varies from run
     # to run on a loaded machine (48 -> 58 and 48 -> 167 MB in two runs of one commit);
     # `make soak` watches every process for minutes, where a leak keeps rising.
