@@ -46,12 +46,12 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS meta_by_key ON meta (key);
 """
-SQL_CHUNK = 500
+SQL_CHUNK = 500  # keys per IN (...) clause: below SQLite's bound-parameter limit
 PAGE_BYTES = 65536
 SNAPSHOT_ROWS = 1024  # items per block a build reads from its snapshot
 # Page cache of each reader connection (one per handler thread): small, so a shard's memory
 # does not grow with the number of threads that have served a read.
-READER_CACHE_KIB = 512  # keys per IN (...) clause: below SQLite's bound-parameter limit
+READER_CACHE_KIB = 512
 
 
 @dataclass(frozen=True)
