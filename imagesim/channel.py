@@ -20,6 +20,29 @@ from imagesim.types import DEFAULT_MAX_MESSAGE_BYTES
 # servers' are IMAGESIM_<PROC>_ + the flag's name.
 CLIENT_ENV_PREFIX = "IMAGESIM_"
 
+
+def addresses(value: str) -> tuple[str, ...]:
+    """A comma-separated list (HOST:PORT[,HOST:PORT...]) -> its items, blanks dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    """Where a client finds the Embedder and the shards of a collection (the CLI's and
+    imagesim-web's flags of that name)."""
+
+    embedder: str = setting(
+        "127.0.0.1:50051",
+        "Embedder HOST:PORT, or replicas: HOST:PORT,HOST:PORT,... or dns:///NAME:PORT (one "
+        "channel balanced round-robin over them)",
+    )
+    shards: tuple[str, ...] = setting(
+        ("127.0.0.1:50061",),
+        "Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection in any order",
+        parse=addresses,
+    )
+
+
 RECONNECT_BACKOFF_MAX_MS = 2000
 
 # Transport-level retries for calls that are safe to repeat (keyed adds replace, reads read).

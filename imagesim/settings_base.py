@@ -16,7 +16,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -158,11 +158,16 @@ def add_arguments(
     prefix: str,
     group: str,
     defaults: Mapping[str, Any] | None = None,
+    names: Iterable[str] | None = None,
 ) -> None:
-    """One flag per declared setting of `cls`, in --help sections by Setting.group (`group`
-    when none); each defaults to its environment variable, else to the declaration."""
+    """One flag per declared setting of `cls` (or of those of `names`), in --help sections by
+    Setting.group (`group` when none); each defaults to its environment variable, else to the
+    declaration."""
     sections = {g.title: g for g in parser._action_groups}
+    wanted = None if names is None else set(names)
     for item in declared(cls, defaults):
+        if wanted is not None and item.name not in wanted:
+            continue
         title = item.meta.group or group
         if title not in sections:
             sections[title] = parser.add_argument_group(title)
@@ -185,8 +190,29 @@ def add_arguments(
         else:  # argparse converts a string default with `type`, like a command-line value
             add(item.flag, default=item.default if value is None else value, **kwargs)
         for old in item.meta.old_flags:
-            kwargs["help"] = argparse.SUPPRESS
-            add(old, dest=item.dest, action=_Deprecated, new=item.flag, **kwargs)
+            add_old_flag(sections[title], old, item.flag, item.dest, **kwargs)
+
+
+def add_old_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    old: str,
+    new: str,
+    dest: str,
+    **kwargs: Any,
+) -> None:
+    """`old`, an earlier spelling of the flag `new` (same `dest`), still accepted: hidden from
+    help, it sets the same value and says on stderr that it is deprecated
+    (docs/api-changes.md lists each rename). `kwargs`: the new flag's type, choices..."""
+    kwargs = {k: v for k, v in kwargs.items() if k in ("type", "choices", "metavar")}
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_Deprecated,
+        new=new,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
 
 
 class _Deprecated(argparse.Action):

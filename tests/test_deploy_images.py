@@ -16,7 +16,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from imagesim.channel import ChannelSecurity
+from imagesim.channel import CLIENT_ENV_PREFIX, ChannelSecurity, Services
+from imagesim.settings_base import declared
 from tests.deploy_support import (
     CLI_ENV,
     CLIENT_ENV,
@@ -415,8 +416,8 @@ def test_the_client_variables_are_the_ones_the_library_reads():
         if f"/x/{name}" in {str(v) for v in vars(security).values() if v is not None}
     }
     assert read == CLIENT_ENV
-    cli = (ROOT / "client" / "cli" / "__init__.py").read_text()
-    assert all(f'os.environ.get("{name}"' in cli for name in CLI_ENV)
+    # The services' addresses (the CLI's --embedder and --shards) are declared in Services.
+    assert {item.env(CLIENT_ENV_PREFIX) for item in declared(Services)} == CLI_ENV
 
 
 def test_the_docs_say_these_files_are_not_built_here():

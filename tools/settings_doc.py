@@ -93,16 +93,18 @@ def table() -> str:
 
 
 def client_table() -> str:
-    """The client's connection settings (ChannelSecurity): flag, variable, what it sets, and
-    the old spellings still accepted."""
-    from imagesim.channel import CLIENT_ENV_PREFIX, ChannelSecurity
+    """The client's settings (Services, ChannelSecurity): flag, variable, default, what it
+    sets, and the old spellings still accepted."""
+    from imagesim.channel import CLIENT_ENV_PREFIX, ChannelSecurity, Services
 
-    lines = ["| flag | environment variable | what it sets | old spelling (deprecated) |"]
-    lines.append("|---|---|---|---|")
-    for item in declared(ChannelSecurity):
+    lines = ["| flag | environment variable | default | what it sets | old spelling (deprecated) |"]
+    lines.append("|---|---|---|---|---|")
+    for item in [*declared(Services), *declared(ChannelSecurity)]:
         old = ", ".join(f"`{name}`" for name in (*item.meta.old_flags, *item.meta.old_env))
+        variable = item.env(CLIENT_ENV_PREFIX)
+        default = cell(default_cell(item)) or "none"
         lines.append(
-            f"| `{item.flag}` | `{item.env(CLIENT_ENV_PREFIX)}` | {cell(item.meta.help)} | {old} |"
+            f"| `{item.flag}` | `{variable}` | {default} | {cell(item.meta.help)} | {old} |"
         )
     return "\n".join(lines)
 

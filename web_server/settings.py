@@ -9,7 +9,7 @@ import argparse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from imagesim.channel import ChannelSecurity
+from imagesim.channel import ChannelSecurity, Services, addresses
 from imagesim.client.duplicates import DEFAULT_MAX_DISTANCE
 from imagesim.limits import MiB
 from imagesim.security import is_loopback
@@ -33,22 +33,11 @@ POSITIVE = (  # settings that must be above 0
 )
 
 
-def addresses(value: str) -> tuple[str, ...]:
-    """HOST:PORT[,HOST:PORT...] -> its addresses; also the Host names of --allowed-hosts."""
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 @dataclass(frozen=True, kw_only=True)
-class WebSettings(SecuritySettings):
+class WebSettings(SecuritySettings, Services):
     """What one imagesim-web process serves and the limits it keeps, declared once
     (imagesim.settings_base): each field is a flag and an IMAGESIM_WEB_* variable."""
 
-    embedder: str = setting("127.0.0.1:50051", "Embedder HOST:PORT")
-    shards: tuple[str, ...] = setting(
-        ("127.0.0.1:50061",),
-        "Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection",
-        parse=addresses,
-    )
     images_root: Path = setting(
         help="folder of the indexed image files: thumbnails are made from files under it only "
         "(relative keys are read under it, absolute keys only if they lie in it)"

@@ -17,17 +17,16 @@ import argparse
 import os
 import sys
 
+from imagesim.channel import CLIENT_ENV_PREFIX, Services
 from imagesim.client.bulk import DNS_STREAMS
 from imagesim.client.cli import curate, dump, index, pictures, reducer, search
-from imagesim.client.cli.args import Parents, UsageError, enum_type, shards, values
+from imagesim.client.cli.args import Parents, UsageError, enum_type, values
 from imagesim.client.cli.security import add_security_flags, security_from_args
 from imagesim.client.rpc import DEFAULT_TIMEOUT, set_default_security
 from imagesim.enums import Space
 from imagesim.errors import ImagesimError
+from imagesim.settings_base import add_arguments
 from imagesim.version import add_version_flag
-
-DEFAULT_EMBEDDER = os.environ.get("IMAGESIM_EMBEDDER", "127.0.0.1:50051")
-DEFAULT_SHARDS = os.environ.get("IMAGESIM_SHARDS", "127.0.0.1:50061")
 
 # The command groups, in the order `imagesim --help` lists their commands.
 COMMAND_MODULES = (index, search, dump, reducer, pictures, curate)
@@ -36,13 +35,7 @@ COMMAND_MODULES = (index, search, dump, reducer, pictures, curate)
 def parent_parsers() -> Parents:
     """The flag sets several commands share (argparse parents)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--shards",
-        type=shards,
-        default=shards(DEFAULT_SHARDS),
-        help="Index shards, HOST:PORT[,HOST:PORT...], every shard of the collection in any "
-        f"order (default {DEFAULT_SHARDS}) [IMAGESIM_SHARDS]",
-    )
+    add_arguments(common, Services, CLIENT_ENV_PREFIX, "options", names=["shards"])
     common.add_argument(
         "--timeout",
         type=float,
@@ -51,13 +44,7 @@ def parent_parsers() -> Parents:
         "bulk commands: per call)",
     )
     embedding = argparse.ArgumentParser(add_help=False)
-    embedding.add_argument(
-        "--embedder",
-        default=DEFAULT_EMBEDDER,
-        help="Embedder HOST:PORT, or replicas: HOST:PORT,HOST:PORT,... or dns:///NAME:PORT "
-        f"(one channel balanced round-robin over them; default {DEFAULT_EMBEDDER}) "
-        "[IMAGESIM_EMBEDDER]",
-    )
+    add_arguments(embedding, Services, CLIENT_ENV_PREFIX, "options", names=["embedder"])
     embedding.add_argument(
         "--space",
         type=enum_type(Space, "the space"),

@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from imagesim.enums import parse_enum
+from imagesim.settings_base import add_old_flag
 
 E = TypeVar("E", bound=Enum)
-
-
-def shards(value: str) -> list[str]:
-    return [s.strip() for s in value.split(",") if s.strip()]
 
 
 def pair(value: str) -> tuple[str, str]:
@@ -92,11 +89,8 @@ def add_command(
 def add_renamed_flag(
     parser: argparse.ArgumentParser, flag: str, old: str, **kwargs: Any
 ) -> argparse.Action:
-    """`flag` as help shows it; `old`, its earlier spelling, is still accepted (same value,
-    hidden from help). docs/api-changes.md lists each rename."""
+    """`flag` as help shows it; `old`, its earlier spelling, is still accepted (deprecated:
+    imagesim.settings_base.add_old_flag)."""
     action = parser.add_argument(flag, **kwargs)
-    alias = {name: value for name, value in kwargs.items() if name in ("type", "action")}
-    parser.add_argument(
-        old, dest=action.dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **alias
-    )
+    add_old_flag(parser, old, flag, action.dest, **kwargs)
     return action

@@ -14,6 +14,7 @@ import numpy as np
 from imagesim import reserved
 from imagesim.bulk.common import BulkReport
 from imagesim.bulk.dump import VectorDump
+from imagesim.channel import addresses
 from imagesim.client.bulk import add_vectors, index_paths
 from imagesim.client.cli.args import (
     Parents,
@@ -21,7 +22,6 @@ from imagesim.client.cli.args import (
     add_command,
     pair,
     require_directory,
-    shards,
 )
 from imagesim.client.cli.common import is_parquet, model_of, parquet_module, print_report, warn
 from imagesim.client.collection import Collection
@@ -118,8 +118,10 @@ def register(commands: argparse._SubParsersAction, parents: Parents) -> None:
         help="move the collection from the --from shards to the --to shards without loss "
         "(resumable: run it again after an interruption)",
     )
-    reshard.add_argument("--from", dest="old", type=shards, required=True, metavar="HOST:PORT,...")
-    reshard.add_argument("--to", dest="new", type=shards, required=True, metavar="HOST:PORT,...")
+    reshard.add_argument(
+        "--from", dest="old", type=addresses, required=True, metavar="HOST:PORT,..."
+    )
+    reshard.add_argument("--to", dest="new", type=addresses, required=True, metavar="HOST:PORT,...")
     reshard.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per call")
 
 
