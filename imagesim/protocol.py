@@ -77,7 +77,8 @@ def vector_of(values: Iterable[float]) -> np.ndarray:
 def floats(vector: np.ndarray) -> list[float]:
     """A vector ready for a repeated float field (tolist is the fastest fill, ~40 us for
     2048 values, vs ~270 us iterating numpy scalars)."""
-    return np.asarray(vector, dtype=np.float32).tolist()
+    values: list[float] = np.asarray(vector, dtype=np.float32).tolist()
+    return values
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -20,12 +20,14 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from imagesim.index_server.metadata_index import MetadataIndex, chunks, marks
 
 T = TypeVar("T")
 
@@ -46,7 +48,6 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS meta_by_key ON meta (key);
 """
-SQL_CHUNK = 500  # keys per IN (...) clause: below SQLite's bound-parameter limit
 PAGE_BYTES = 65536
 SNAPSHOT_ROWS = 1024  # items per block a build reads from its snapshot
 # Page cache of each reader connection (one per handler thread): small, so a shard's memory
@@ -87,15 +88,6 @@ def _json(metadata: Mapping[str, str]) -> str:
     return json.dumps(dict(metadata)) if metadata else "{}"
 
 
-def _chunks(keys: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(keys), SQL_CHUNK):
-        yield keys[start : start + SQL_CHUNK]
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
 class ItemStore:
     """All items of a shard. Thread-safe; writes are serialized and durable when they return."""
 
@@ -109,6 +101,7 @@ class ItemStore:
         with self._lock:
             self._migrate()
         self._seq = int(self.layout().get("seq", "0"))
+        self.metadata_index = MetadataIndex(self.reader)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -120,7 +113,8 @@ class ItemStore:
         db.execute("PRAGMA busy_timeout=10000")
         return db
 
-    def _reader(self) -> sqlite3.Connection:
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use)."""
         db = getattr(self._readers, "db", None)
         if db is None:
             db = self._connect()
@@ -172,7 +166,7 @@ class ItemStore:
     # ---- layout ---------------------------------------------------------------------------
 
     def layout(self) -> dict[str, str]:
-        return dict(self._reader().execute("SELECT name, value FROM layout").fetchall())
+        return dict(self.reader().execute("SELECT name, value FROM layout").fetchall())
 
     def set_layout(self, values: Mapping[str, str]) -> None:
         """Record several layout values in one transaction: all or none."""
@@ -195,15 +189,15 @@ class ItemStore:
         def write(db: sqlite3.Connection) -> tuple[list[tuple[str, int, bool]], int]:
             keys = [key for key, _, _ in items]
             present: set[str] = set()
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 present.update(
                     row[0]
                     for row in db.execute(
-                        f"SELECT key FROM items WHERE key IN ({_marks(len(chunk))})", chunk
+                        f"SELECT key FROM items WHERE key IN ({marks(len(chunk))})", chunk
                     )
                 )
-            for chunk in _chunks([key for key in keys if key in present]):
-                db.execute(f"DELETE FROM meta WHERE key IN ({_marks(len(chunk))})", chunk)
+            for chunk in chunks([key for key in keys if key in present]):
+                db.execute(f"DELETE FROM meta WHERE key IN ({marks(len(chunk))})", chunk)
             first = self._seq + 1
             db.executemany(
                 "INSERT OR REPLACE INTO items (key, seq, vector, metadata) VALUES (?, ?, ?, ?)",
@@ -242,7 +236,7 @@ class ItemStore:
 
     def get(self, key: str) -> StoredItem | None:
         row = (
-            self._reader()
+            self.reader()
             .execute("SELECT key, seq, vector, metadata FROM items WHERE key = ?", (key,))
             .fetchone()
         )
@@ -250,31 +244,31 @@ class ItemStore:
 
     def items(self, keys: list[str]) -> list[StoredItem]:
         """The items with these keys (absent keys are skipped)."""
-        db = self._reader()
+        db = self.reader()
         found: list[StoredItem] = []
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             found.extend(
                 _row_item(row)
                 for row in db.execute(
                     "SELECT key, seq, vector, metadata FROM items "
-                    f"WHERE key IN ({_marks(len(chunk))})",
+                    f"WHERE key IN ({marks(len(chunk))})",
                     chunk,
                 )
             )
         return found
 
     def metadata(self, keys: list[str]) -> dict[str, dict[str, str]]:
-        db = self._reader()
+        db = self.reader()
         found: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             for key, metadata in db.execute(
-                f"SELECT key, metadata FROM items WHERE key IN ({_marks(len(chunk))})", chunk
+                f"SELECT key, metadata FROM items WHERE key IN ({marks(len(chunk))})", chunk
             ):
                 found[key] = json.loads(metadata)
         return found
 
     def key_seqs(self) -> dict[str, int]:
-        return dict(self._reader().execute("SELECT key, seq FROM items").fetchall())
+        return dict(self.reader().execute("SELECT key, seq FROM items").fetchall())
 
     @contextlib.contextmanager
     def snapshot(
@@ -299,7 +293,7 @@ class ItemStore:
     ) -> list[StoredItem]:
         """Up to `limit` items with keys after `start_after`, in key (byte) order, read in one
         snapshot; stops early once the page holds `max_bytes` (so it fits in a message)."""
-        db = self._reader()
+        db = self.reader()
         vector = "vector" if with_vectors else "x''"
         page: list[StoredItem] = []
         size = 0
@@ -319,51 +313,3 @@ class ItemStore:
         finally:
             db.execute("COMMIT")
         return page
-
-    # ---- metadata filters -----------------------------------------------------------------
-
-    def count_matching(self, where: Mapping[str, str]) -> int:
-        """An upper bound of the items matching every pair: the rarest pair's count."""
-        db = self._reader()
-        return min(
-            int(
-                db.execute(
-                    "SELECT COUNT(*) FROM meta WHERE name = ? AND value = ?", (name, value)
-                ).fetchone()[0]
-            )
-            for name, value in where.items()
-        )
-
-    def count_values(self, name: str) -> dict[str, int]:
-        """Items per value of the metadata key `name` (from the metadata index)."""
-        rows = self._reader().execute(
-            "SELECT value, COUNT(*) FROM meta WHERE name = ? GROUP BY value", (name,)
-        )
-        return {str(value): int(count) for value, count in rows}
-
-    def matching_keys(self, where: Mapping[str, str]) -> list[str]:
-        """Keys of the items whose metadata has every pair."""
-        query = " INTERSECT ".join(
-            "SELECT key FROM meta WHERE name = ? AND value = ?" for _ in where
-        )
-        params = [part for pair in where.items() for part in pair]
-        return [row[0] for row in self._reader().execute(query, params)]
-
-    def filter_keys(self, keys: Iterable[str], where: Mapping[str, str]) -> set[str]:
-        """Those of `keys` whose metadata has every pair."""
-        db = self._reader()
-        keep: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            found: set[str] | None = None
-            for name, value in where.items():
-                rows = db.execute(
-                    "SELECT key FROM meta WHERE name = ? AND value = ? "
-                    f"AND key IN ({_marks(len(chunk))})",
-                    (name, value, *chunk),
-                )
-                matched = {row[0] for row in rows}
-                found = matched if found is None else found & matched
-                if not found:
-                    break
-            keep |= found or set()
-        return keep

@@ -77,7 +77,7 @@ class Searcher:
             [as_vector(q, self.dims, self.metric, f"query {n}") for n, q in enumerate(queries)]
         )
         where = dict(params.where)
-        if where and self.store.count_matching(where) <= EXACT_FILTER_ITEMS:
+        if where and self.store.metadata_index.count_matching(where) <= EXACT_FILTER_ITEMS:
             found = self._search_matching(matrix, params, where)
         else:
             found = self._search_view(self._current(), matrix, params, where)
@@ -86,7 +86,9 @@ class Searcher:
     def _search_view(
         self, view: View, matrix: np.ndarray, params: SearchParams, where: dict[str, str]
     ) -> list[list[tuple[float, str]]]:
-        keep: KeepFn | None = (lambda keys: self.store.filter_keys(keys, where)) if where else None
+        keep: KeepFn | None = (
+            (lambda keys: self.store.metadata_index.filter_keys(keys, where)) if where else None
+        )
         staged = view.staging.snapshot().search(
             matrix, params.k, self.metric, params.max_distance, keep
         )
@@ -149,7 +151,7 @@ class Searcher:
         self, matrix: np.ndarray, params: SearchParams, where: dict[str, str]
     ) -> list[list[tuple[float, str]]]:
         """A selective filter: exact distances to exactly the matching items (store reads)."""
-        items = self.store.items(self.store.matching_keys(where))
+        items = self.store.items(self.store.metadata_index.matching_keys(where))
         if not items:
             return [[] for _ in matrix]
         vectors = np.stack([item.vector for item in items])

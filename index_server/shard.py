@@ -292,6 +292,6 @@ class Shard:
             if generation is not None and generation.projection is not None
             else 0,
             limits=self.limits,
-            models=self.store.count_values(reserved.MODEL),
-            embedded_by=self.store.count_values(reserved.EMBEDDED_BY),
+            models=self.store.metadata_index.count_values(reserved.MODEL),
+            embedded_by=self.store.metadata_index.count_values(reserved.EMBEDDED_BY),
         )
