@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Config, Workload, median_ratio, percentile, rss_mb
-from imagesim.bulk.dump import dump_folder
+from imagesim.client.dump import dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.embedder_server.runtimes.base import ModelRuntime
 from imagesim.recall import row_cosines

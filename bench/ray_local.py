@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Config, Workload, median_ratio, start_timed
-from imagesim.bulk.dump import dump_folder_parquet
 from imagesim.bulk.parquet_dump import read_rows
+from imagesim.client.dump import dump_folder_parquet
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.recall import row_cosines
 from tests.support.cli import run_cli

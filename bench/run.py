@@ -45,7 +45,7 @@ from bench.scale import run as scale
 from bench.shards import start_shards, stop_all
 from bench.startup import StartupResult, startup
 from bench.sync import run as sync
-from imagesim.bulk.dump import VectorDump
+from imagesim.client.dump import VectorDump
 from imagesim.embedder_server.runtimes import openvino as ovrt
 from imagesim.embedder_server.runtimes.select import load_runtime
 from tests.support.vectors import structured as structured_vectors

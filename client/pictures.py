@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from imagesim.errors import InvalidArgument, Reason
-from imagesim.images import plan_decode
+from imagesim.images import NOT_AN_IMAGE, plan_decode, undecodable
 from imagesim.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 
 BACKGROUND = (255, 255, 255)
@@ -24,17 +23,6 @@ TILE_BACKGROUND = (238, 239, 241)
 TEXT = (33, 37, 41)
 MUTED = (108, 117, 125)
 ACCENT = (13, 110, 253)
-
-
-# What Pillow raises for data that is not an image it can read (some of its format plugins say
-# "not this format" with SyntaxError).
-NOT_AN_IMAGE = (
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    OSError,
-    ValueError,
-    SyntaxError,
-)
 
 
 def picture(
@@ -60,7 +48,7 @@ def picture(
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise  # the file, not its content: the caller says what is missing
     except NOT_AN_IMAGE as exc:
-        raise _undecodable(exc) from None
+        raise undecodable(exc) from None
 
 
 def check_image(
@@ -78,29 +66,7 @@ def check_image(
             plan_decode(image, size, max_pixels, max_decoded_bytes)
             return image.size
     except NOT_AN_IMAGE as exc:
-        raise _undecodable(exc) from None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone; InvalidArgument (IMAGE_UNDECODABLE) saying what
-    the data is if Pillow does not read it."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except NOT_AN_IMAGE as exc:
-        raise _undecodable(exc) from None
-
-
-def _undecodable(exc: Exception) -> InvalidArgument:
-    if isinstance(exc, Image.DecompressionBombError):  # far over any limit: Pillow's own check
-        return InvalidArgument(
-            f"the image has far too many pixels: {exc}", reason=Reason.IMAGE_TOO_MANY_PIXELS
-        )
-    if isinstance(exc, UnidentifiedImageError):
-        why = "the file is not in an image format imagesim reads (JPEG, PNG, GIF, WebP, ...)"
-    else:  # truncated or damaged data: Pillow's words say where
-        why = f"the image data cannot be decoded: {str(exc)[:200]}"
-    return InvalidArgument(why, reason=Reason.IMAGE_UNDECODABLE)
+        raise undecodable(exc) from None
 
 
 def _flatten(image: Image.Image) -> Image.Image:

@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from imagesim.errors import InvalidArgument, Reason
+from imagesim.errors import ImagesimError, InvalidArgument, Reason
 from imagesim.images import plan_decode
 from imagesim.limits import ImageLimits
 
@@ -142,6 +142,24 @@ def load_rgb(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndar
     """`open_image` then `decode_rgb`: uint8 (h, w, 3). Raises InvalidArgument (with a
     Reason) for empty, oversized, undecodable or decompression-bomb images."""
     return decode_rgb(open_image(data, size, limits), size)
+
+
+def decode_batch(
+    images: list[bytes], size: tuple[int, int], limits: ImageLimits | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Encoded images -> (uint8 (n, h, w, 3) model inputs, per-row error: "" when decoded),
+    under `limits` (the Embedder's defaults if None) as the server would decode them. A row
+    that failed is all zeros; its error names the reason like the server's status."""
+    limits = limits or ImageLimits()
+    width, height = size
+    pixels = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+    errors = [""] * len(images)
+    for n, data in enumerate(images):
+        try:
+            pixels[n] = decode_rgb(open_image(data, size, limits), size)
+        except ImagesimError as exc:
+            errors[n] = str(exc)
+    return pixels, errors
 
 
 def inception_scale(rgb: np.ndarray) -> np.ndarray:

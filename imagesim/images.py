@@ -12,10 +12,11 @@ scale (DCT scaling, Pillow's `draft`: 1/2, 1/4 or 1/8), and that reduced size is
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from imagesim.errors import InvalidArgument, Reason
 
@@ -73,3 +74,36 @@ def list_images(folder: Path) -> list[Path]:
             Path(root) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES
         )
     return found
+
+
+# What Pillow raises for data that is not an image it can read (some of its format plugins say
+# "not this format" with SyntaxError).
+NOT_AN_IMAGE = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,
+    ValueError,
+    SyntaxError,
+)
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone; InvalidArgument (IMAGE_UNDECODABLE) saying what
+    the data is if Pillow does not read it."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except NOT_AN_IMAGE as exc:
+        raise undecodable(exc) from None
+
+
+def undecodable(exc: Exception) -> InvalidArgument:
+    if isinstance(exc, Image.DecompressionBombError):  # far over any limit: Pillow's own check
+        return InvalidArgument(
+            f"the image has far too many pixels: {exc}", reason=Reason.IMAGE_TOO_MANY_PIXELS
+        )
+    if isinstance(exc, UnidentifiedImageError):
+        why = "the file is not in an image format imagesim reads (JPEG, PNG, GIF, WebP, ...)"
+    else:  # truncated or damaged data: Pillow's words say where
+        why = f"the image data cannot be decoded: {str(exc)[:200]}"
+    return InvalidArgument(why, reason=Reason.IMAGE_UNDECODABLE)

@@ -198,7 +198,7 @@ def test_stats_export_build_and_remove(indexed, photos, tmp_path):
         f"{indexed_images} items (2048-d)"
         in imagesim("export", "--shards", shards, "--out", str(out)).stdout
     )
-    from imagesim.bulk.dump import VectorDump
+    from imagesim.client.dump import VectorDump
 
     exported = VectorDump.load(out)
     assert len(exported.keys) == indexed_images and exported.vectors.shape == (indexed_images, 2048)

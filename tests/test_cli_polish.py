@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagesim.bulk.dump import VectorDump
 from imagesim.client.bulk import read_image_file
 from imagesim.client.cli import build_parser
 from imagesim.client.collection import Collection
+from imagesim.client.dump import VectorDump
 from imagesim.client.index_client import IndexClient
 from imagesim.enums import Space
 from imagesim.types import ItemToAdd

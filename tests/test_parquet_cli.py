@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from imagesim.bulk.dump import VectorDump
 from imagesim.bulk.parquet_dump import read_header, read_rows
+from imagesim.client.dump import VectorDump
 from imagesim.routing import home
 from tests.support.cli import run_cli as imagesim
 

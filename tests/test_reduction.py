@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagesim.bulk.dump import VectorDump
+from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.enums import Space
 from imagesim.pca import l2_normalise

@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 import pytest
 
-from imagesim.bulk.dump import VectorDump
 from imagesim.channel import open_channel
+from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.samples import write_photo_crops
 from imagesim.v1 import embedder_pb2, embedder_pb2_grpc

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagesim.bulk.dump import dump_folder
 from imagesim.client.cli.args import Parents, UsageError, add_command, require_directory
 from imagesim.client.cli.common import is_parquet, parquet_module, print_report
+from imagesim.client.dump import dump_folder
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.rpc import DEFAULT_TIMEOUT
 from imagesim.errors import FailedPrecondition
@@ -106,7 +106,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     with EmbedderClient(args.embedder, args.timeout) as embedder:
         progress, streams = not args.quiet, args.streams
         if parquet:
-            from imagesim.bulk.dump import dump_folder_parquet
+            from imagesim.client.dump import dump_folder_parquet
 
             rows, report = dump_folder_parquet(
                 args.folder, embedder, args.out, args.space, progress=progress, streams=streams

@@ -13,7 +13,6 @@ import numpy as np
 
 from imagesim import reserved
 from imagesim.bulk.common import BulkReport
-from imagesim.bulk.dump import VectorDump
 from imagesim.channel import addresses
 from imagesim.client.bulk import add_vectors, index_paths
 from imagesim.client.cli.args import (
@@ -25,6 +24,7 @@ from imagesim.client.cli.args import (
 )
 from imagesim.client.cli.common import is_parquet, model_of, parquet_module, print_report, warn
 from imagesim.client.collection import Collection
+from imagesim.client.dump import VectorDump
 from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.reshard import Resharder
 from imagesim.client.rpc import DEFAULT_TIMEOUT

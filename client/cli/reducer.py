@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagesim.bulk.dump import VectorDump
 from imagesim.client.cli.args import Parents, add_command
+from imagesim.client.dump import VectorDump
 
 
 def register(commands: argparse._SubParsersAction, parents: Parents) -> None:

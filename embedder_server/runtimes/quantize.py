@@ -5,7 +5,7 @@ Calibration photos: a folder the user names (`--calibration DIR`: a few hundred 
 own data, searched recursively by extension), or by default the bundled sample photos
 (scikit-image's sample images with their near-duplicate variants, imagesim.samples),
 written once into the model cache. Each photo is decoded and resized exactly as the Embedder
-serves it (imagesim.bulk.batch_inference.decode_batch); the quantized IR takes the served uint8
+serves it (preprocess.decode_batch); the quantized IR takes the served uint8
 batch with the model's input scaling in its graph (openvino.with_uint8_input), so calibration
 sees what serving sees.
 
@@ -132,7 +132,8 @@ def quantize(float_entry: CachedIR, folder: Path, cache: IRCache) -> CachedIR:
     on them; store the entry (imports NNCF)."""
     import nncf
 
-    from imagesim.bulk.batch_inference import decode_batch
+    from imagesim.embedder_server.model import INPUT_SIZE
+    from imagesim.embedder_server.preprocess import decode_batch
     from imagesim.embedder_server.runtimes.openvino import (
         compile_ir,
         import_openvino,
@@ -142,7 +143,7 @@ def quantize(float_entry: CachedIR, folder: Path, cache: IRCache) -> CachedIR:
     ov = import_openvino()
     files = calibration_files(folder)
     key = quantized_key(float_entry.key, folder)
-    pixels, errors = decode_batch([path.read_bytes() for path in files])
+    pixels, errors = decode_batch([path.read_bytes() for path in files], INPUT_SIZE)
     bad = [f"{path.name}: {error}" for path, error in zip(files, errors, strict=True) if error]
     for line in bad:
         log.warning("calibration photo left out: %s", line)

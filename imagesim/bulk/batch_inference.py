@@ -1,8 +1,8 @@
 """Batch inference outside the server: the Embedder's own decode and model code on column
 batches, for batch engines such as Ray Data (`map_batches`). Knows nothing of Ray or gRPC.
 
-`decode_batch` runs preprocess.open_image + decode_rgb under the Embedder's ImageLimits (the
-same checks and the same pixels the server would get); `BatchModel` loads the runtime once
+preprocess.decode_batch decodes under the Embedder's ImageLimits (the same checks and the
+same pixels the server would get); `BatchModel` loads the runtime once
 (select.load_runtime: OpenVINO from the IR cache, converted once per cache, or TensorFlow)
 and runs it on the decoded rows. A row that cannot be decoded keeps its reason in `error` and
 is never run through the model: one bad image never fails its batch.
@@ -21,33 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from imagesim.embedder_server.model import INPUT_SIZE
-from imagesim.embedder_server.preprocess import ImageLimits, decode_rgb, open_image
 from imagesim.embedder_server.runtimes.base import ModelRuntime
-from imagesim.errors import ImagesimError
 
 log = logging.getLogger(__name__)
 
 Batch = Mapping[str, Any]  # column name -> numpy array (one entry per row)
-
-
-DEFAULT_LIMITS = ImageLimits()  # the Embedder's defaults
-
-
-def decode_batch(
-    images: list[bytes], limits: ImageLimits = DEFAULT_LIMITS
-) -> tuple[np.ndarray, list[str]]:
-    """Encoded images -> (uint8 (n, h, w, 3) model inputs, per-row error: "" when decoded).
-    A row that failed is all zeros; its error names the reason like the server's status."""
-    width, height = INPUT_SIZE
-    pixels = np.zeros((len(images), height, width, 3), dtype=np.uint8)
-    errors = [""] * len(images)
-    for n, data in enumerate(images):
-        try:
-            pixels[n] = decode_rgb(open_image(data, INPUT_SIZE, limits), INPUT_SIZE)
-        except ImagesimError as exc:
-            errors[n] = str(exc)
-    return pixels, errors
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagesim.client.pictures import image_size
 from imagesim.errors import InvalidArgument
+from imagesim.images import image_size
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The pipeline is Ray Data's own: `read_binary_files` reads the files, a task stage checks each
 header (the same check and default metadata as the gRPC dump) and decodes it with the
-Embedder's own preprocessing (bulk.batch_inference.decode_batch), and a pool of
+Embedder's own preprocessing (embedder_server.preprocess.decode_batch), and a pool of
 `actors` actors, each holding the model loaded once (OpenVINO from the IR cache, as the server
 loads it), runs batches of `batch_size` images. The driver streams the results into a Parquet
 dump (bulk.parquet_dump: checkpointed, atomic, resumable), so a re-run embeds only the files
@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from imagesim import reserved
-from imagesim.bulk.batch_inference import BatchModel, ModelSpec, decode_batch
+from imagesim.bulk.batch_inference import BatchModel, ModelSpec
 from imagesim.bulk.common import BulkReport, image_metadata, path_key
 from imagesim.bulk.parquet_dump import DumpHeader, ParquetDumpWriter
-from imagesim.embedder_server.model import WeightsSource
+from imagesim.embedder_server.model import INPUT_SIZE, WeightsSource
+from imagesim.embedder_server.preprocess import decode_batch
 from imagesim.enums import Space
 from imagesim.errors import FailedPrecondition, ImagesimError, InvalidArgument, Unavailable
 from imagesim.images import list_images
@@ -137,7 +138,7 @@ def decode_rows(batch: dict[str, Any], root: str, folder: str) -> dict[str, Any]
         images.append(bytes(data) if not errors[-1] else b"")
         for name in METADATA_FIELDS:
             metadata[name].append(meta[name])
-    pixels, decode_errors = decode_batch(images)
+    pixels, decode_errors = decode_batch(images, INPUT_SIZE)
     return {
         "key": np.array(keys, dtype=object),
         "pixels": pixels,
