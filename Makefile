@@ -18,10 +18,12 @@ AXE_STAMP  := tests/web/axe/node_modules/.installed
 
 install: $(STAMP)
 
+# setuptools' meta-path finder (package-dir maps client/ to imagesim.client, ...) prints a
+# notice on every editable install that a developer cannot act on: that one is silenced.
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 # Generated stubs are never committed: this (and the package build) makes them.
