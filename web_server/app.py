@@ -62,9 +62,9 @@ def store_state(app: FastAPI, settings: WebSettings, keys: KeyFile | None) -> No
     signature = partial(collection_signature, backend)
 
     def thumbnail_limits() -> tuple[int, int, int]:
-        limits = backend.limits()
-        file_bytes = max(limits.max_image_bytes, settings.max_upload_bytes)
-        return file_bytes, limits.max_image_pixels, limits.max_decoded_bytes
+        image = backend.limits().image
+        file_bytes = max(image.max_bytes, settings.max_upload_bytes)
+        return file_bytes, image.max_pixels, image.max_decoded_bytes
 
     app.state.settings = settings
     app.state.keys = keys
@@ -97,7 +97,7 @@ def add_middleware(app: FastAPI, settings: WebSettings, keys: KeyFile | None) ->
     backend: Backend = app.state.backend
 
     async def max_image_bytes() -> int:
-        return (await anyio.to_thread.run_sync(backend.limits)).max_image_bytes
+        return (await anyio.to_thread.run_sync(backend.limits)).image.max_bytes
 
     app.add_middleware(
         UploadGuard,

@@ -22,15 +22,10 @@ from imagesim.client.embedder_client import EmbedderClient
 from imagesim.client.pictures import check_image
 from imagesim.client.rpc import Deadline
 from imagesim.errors import ImagesimError, InvalidArgument, Reason
-from imagesim.limits import (
-    DEFAULT_MAX_DECODED_BYTES,
-    DEFAULT_MAX_IMAGE_BYTES,
-    DEFAULT_MAX_PIXELS,
-)
+from imagesim.limits import ImageLimits
 from imagesim.params import SearchParams
 from imagesim.types import Item, ShardStats
 
-# The embedder's defaults (imagesim.limits) until its Info answers.
 DEFAULT_INPUT_SIZE = (299, 299)  # InceptionV3's: what an upload is decoded for
 LIMITS_RETRY_SECONDS = 5.0
 READINESS_TTL_SECONDS = 2.0
@@ -38,9 +33,10 @@ READINESS_TTL_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class UploadLimits:
-    max_image_bytes: int
-    max_image_pixels: int
-    max_decoded_bytes: int  # the pixels decoded in memory
+    """What an upload may be: the embedder's image limits (its file size capped by
+    --max-upload-mb) and the size it decodes for."""
+
+    image: ImageLimits
     from_embedder: bool  # False: defaults, the embedder has not answered yet
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (width, height) the model decodes for
 
@@ -85,10 +81,15 @@ class Backend:
         if ask:
             try:
                 info = self.embedder.info(timeout=2.0)
+                reported, default = info.limits, ImageLimits()
+                image = replace(  # a limit the embedder does not report: its default
+                    reported,
+                    max_bytes=reported.max_bytes or default.max_bytes,
+                    max_pixels=reported.max_pixels or default.max_pixels,
+                    max_decoded_bytes=reported.max_decoded_bytes or default.max_decoded_bytes,
+                )
                 limits = UploadLimits(
-                    info.limits.max_bytes or DEFAULT_MAX_IMAGE_BYTES,
-                    info.limits.max_pixels or DEFAULT_MAX_PIXELS,
-                    info.limits.max_decoded_bytes or DEFAULT_MAX_DECODED_BYTES,
+                    image,
                     True,
                     (info.input_width, info.input_height)
                     if info.input_width and info.input_height
@@ -97,13 +98,10 @@ class Backend:
             except ImagesimError:
                 limits = None
         if limits is None:
-            limits = UploadLimits(
-                DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_DECODED_BYTES, False
-            )
+            limits = UploadLimits(ImageLimits(), False)
         if self._max_upload_bytes:
-            limits = replace(
-                limits, max_image_bytes=min(limits.max_image_bytes, self._max_upload_bytes)
-            )
+            capped = min(limits.image.max_bytes, self._max_upload_bytes)
+            limits = replace(limits, image=replace(limits.image, max_bytes=capped))
         if limits.from_embedder:
             with self._lock:
                 self._limits = limits
@@ -114,15 +112,16 @@ class Backend:
         header alone, so an oversized or non-image upload never costs a round trip (the
         embedder checks again)."""
         limits = self.limits()
+        image = limits.image
         if not data:
             raise InvalidArgument("the uploaded file is empty", reason=Reason.IMAGE_EMPTY)
-        if len(data) > limits.max_image_bytes:
+        if len(data) > image.max_bytes:
             raise InvalidArgument(
-                f"the file is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}",
+                f"the file is {len(data):,} bytes; the limit is {image.max_bytes:,}",
                 reason=Reason.IMAGE_TOO_LARGE,
-                metadata={"limit": str(limits.max_image_bytes)},
+                metadata={"limit": str(image.max_bytes)},
             )
-        check_image(data, limits.input_size, limits.max_image_pixels, limits.max_decoded_bytes)
+        check_image(data, limits.input_size, image.max_pixels, image.max_decoded_bytes)
 
     # ---- searches -------------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def search(
         where=parse_where(where or []),
         include_metadata=metadata,
     )
-    data = image.file.read(backend.limits().max_image_bytes + 1)
+    data = image.file.read(backend.limits().image.max_bytes + 1)
     result = backend.search_image(data, params, allow_partial)
     return search_response(image.filename or "upload", result, params)
 

@@ -46,9 +46,9 @@ def limits(backend: BackendDep, settings: SettingsDep, keys: KeysDep) -> models.
     """What an upload may be (the embedder's limits) and the search defaults."""
     upload = backend.limits()
     return models.Limits(
-        max_image_bytes=upload.max_image_bytes,
-        max_image_pixels=upload.max_image_pixels,
-        max_decoded_bytes=upload.max_decoded_bytes,
+        max_image_bytes=upload.image.max_bytes,
+        max_image_pixels=upload.image.max_pixels,
+        max_decoded_bytes=upload.image.max_decoded_bytes,
         from_embedder=upload.from_embedder,
         default_k=settings.default_k,
         max_k=settings.max_k,
