@@ -11,7 +11,8 @@ sequence number of each item it holds, so after a restart the shard knows which 
 newer than the live generation (staged) and which of its items are gone (hidden).
 
 Writes go through one connection under a lock; reads use one connection per thread (WAL lets
-readers run beside the writer), so searches never wait for a write's fsync.
+readers run beside the writer), so searches never wait for a write's fsync. The log is copied
+into the database by a thread of its own (`WalCheckpointer`), not inside a writer's commit.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from imagesim.index_server.metadata_index import MetadataIndex, chunks, marks
+from imagesim.index_server.wal_checkpointer import EVERY_BYTES, WalCheckpointer
 
 T = TypeVar("T")
 
@@ -53,6 +55,7 @@ SNAPSHOT_ROWS = 1024  # items per block a build reads from its snapshot
 # Page cache of each reader connection (one per handler thread): small, so a shard's memory
 # does not grow with the number of threads that have served a read.
 READER_CACHE_KIB = 512
+JOURNAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ def _blocks(cursor: sqlite3.Cursor, dims: int, rows: int) -> Iterator[Block]:
         yield Block(list(keys), list(seqs), vectors)
 
 
+def _blob(vector: np.ndarray) -> memoryview | bytes:
+    """A vector's bytes for its BLOB: a view of a contiguous little-endian float32 row (no
+    copy), else a copy."""
+    row = vector.astype("<f4", copy=False)
+    return row.data if row.flags.c_contiguous else row.tobytes()
+
+
 def _json(metadata: Mapping[str, str]) -> str:
     return json.dumps(dict(metadata)) if metadata else "{}"
 
@@ -91,13 +101,17 @@ def _json(metadata: Mapping[str, str]) -> str:
 class ItemStore:
     """All items of a shard. Thread-safe; writes are serialized and durable when they return."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, checkpoint_every: int = EVERY_BYTES) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()  # the writer connection
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._db = self._connect()
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+        # A log that grew (e.g. during a long build's snapshot) shrinks again when it restarts.
+        self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        self._checkpointer = WalCheckpointer(self.path, self._lock, checkpoint_every)
         with self._lock:
             self._migrate()
         self._seq = int(self.layout().get("seq", "0"))
@@ -125,8 +139,9 @@ class ItemStore:
                 self._reader_connections.append(db)
         return db
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work(db)` in one IMMEDIATE transaction on the writer (caller holds the lock)."""
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], nbytes: int = 0) -> T:
+        """Run `work(db)` in one IMMEDIATE transaction on the writer (caller holds the lock);
+        `nbytes`: about what it writes (at least a page is counted)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             result = work(self._db)
@@ -134,6 +149,7 @@ class ItemStore:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._checkpointer.wrote(max(nbytes, PAGE_BYTES))
         return result
 
     def _migrate(self) -> None:
@@ -158,6 +174,7 @@ class ItemStore:
 
     def close(self) -> None:
         """Close every connection (call once no request uses the store)."""
+        self._checkpointer.close()  # before the lock: its last round may need it
         with self._lock:
             for db in self._reader_connections:
                 db.close()
@@ -202,7 +219,7 @@ class ItemStore:
             db.executemany(
                 "INSERT OR REPLACE INTO items (key, seq, vector, metadata) VALUES (?, ?, ?, ?)",
                 [
-                    (key, first + n, vector.astype("<f4", copy=False).tobytes(), _json(metadata))
+                    (key, first + n, _blob(vector), _json(metadata))
                     for n, (key, vector, metadata) in enumerate(items)
                 ],
             )
@@ -214,8 +231,9 @@ class ItemStore:
             db.execute("INSERT OR REPLACE INTO layout (name, value) VALUES ('seq', ?)", (str(seq),))
             return [(key, first + n, key in present) for n, key in enumerate(keys)], seq
 
+        nbytes = sum(vector.nbytes + len(key) for key, vector, _ in items)
         with self._lock:
-            results, self._seq = self._transaction(write)
+            results, self._seq = self._transaction(write, nbytes)
         return results
 
     def delete(self, keys: list[str]) -> list[str]:

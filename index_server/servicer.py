@@ -41,9 +41,8 @@ class IndexServicer(index_pb2_grpc.IndexServicer):
         return self._shard
 
     def _add(self, items: list[index_pb2.Item], layout_version: int) -> tuple[int, int]:
-        return self.shard.add(
-            [(i.key, protocol.vector_of(i.vector), i.metadata) for i in items], layout_version
-        )
+        # The repeated fields go to the shard as they are: it makes one matrix of them all.
+        return self.shard.add([(i.key, i.vector, i.metadata) for i in items], layout_version)
 
     @map_errors
     def Add(

@@ -37,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent import futures
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,8 @@ class Shard:
             check_range("--project-dims", self.project_dims, 1, self.dims - 1)
         self._layout = Layout.from_json(self.store.layout().get("collection"))
         self._write_lock = threading.Lock()  # a write's SQLite commit and memory update
+        # Writes a request's staged rows beside its transaction (one writer at a time).
+        self._stager = futures.ThreadPoolExecutor(1, thread_name_prefix="staging")
         self._builds = Builds(
             self.store,
             self.data_dir,
@@ -146,6 +149,7 @@ class Shard:
 
     def close(self) -> None:
         with self._builds.lock:  # let a running build finish
+            self._stager.shutdown()
             self.store.close()
             self._dir_lock.release()
 
@@ -181,10 +185,15 @@ class Shard:
         with self._write_lock:
             # The layout cannot change meanwhile.
             check_placement(self._layout, self.shard_id, keys, layout_version)
-            results = self.store.upsert(checked)
             view = self._view
+            # The staged rows are written while the transaction commits (both wait on I/O).
+            reserving = self._stager.submit(view.staging.reserve, matrix)
+            try:
+                results = self.store.upsert(checked)
+            finally:
+                futures.wait([reserving])
             # Visible before the old copies are hidden: a search never misses a key.
-            view.staging.put_many(keys, [seq for _, seq, _ in results], matrix)
+            view.staging.publish(keys, [seq for _, seq, _ in results], reserving.result())
             for key, seq, _ in results:
                 hide(view, key)
                 self._live[key] = seq

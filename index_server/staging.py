@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -131,6 +132,16 @@ class _Rows:
         os.pwrite(self._file.fileno(), data, start * self.dims * 4)
 
 
+class Reserved(NamedTuple):
+    """Rows [first, stop) written by `StagingSet.reserve`, in arrays not yet published."""
+
+    matrix: np.ndarray
+    norms: np.ndarray
+    alive: np.ndarray
+    first: int
+    stop: int
+
+
 class StagingSet:
     """A growable, append-only matrix of vectors with a key -> row map. With `directory`,
     the matrix is a memory-mapped scratch file there (see `_Rows`)."""
@@ -178,8 +189,14 @@ class StagingSet:
     def put_many(self, keys: Sequence[str], seqs: Sequence[int], vectors: np.ndarray) -> None:
         """`put` of each (distinct) key in turn, in one step: the rows become visible together,
         then the replaced rows die."""
+        self.publish(keys, seqs, self.reserve(vectors))
+
+    def reserve(self, vectors: np.ndarray) -> Reserved:
+        """Write `vectors` into the rows after the visible ones, unseen until `publish`ed (the
+        slow half of `put_many`, so a writer can do it while its transaction commits). The
+        next `reserve` or `put_many` reuses the rows if they are never published."""
         snap = self._snapshot
-        first, added = snap.count, len(keys)
+        first, added = snap.count, len(vectors)
         matrix, norms, alive = snap.matrix, snap.norms, snap.alive
         if first + added > matrix.shape[0]:  # grow: new arrays; readers keep the old ones
             capacity = max(2 * matrix.shape[0], first + added)
@@ -188,7 +205,14 @@ class StagingSet:
             alive = np.concatenate([alive[:first], np.zeros(capacity - first, dtype=bool)])
         stop = first + added
         self._storage.write(matrix, first, vectors)
-        norms[first:stop] = row_norms(vectors)
+        norms[first:stop] = row_norms(vectors)  # rows past the count: no reader looks there
+        return Reserved(matrix, norms, alive, first, stop)
+
+    def publish(self, keys: Sequence[str], seqs: Sequence[int], reserved: Reserved) -> None:
+        """Make `reserved`'s rows the live rows of `keys` (as `put_many` does)."""
+        matrix, norms, alive, first, stop = reserved
+        if first != self._snapshot.count or stop - first != len(keys):
+            raise ValueError("rows reserved for another state of the set")
         alive[first:stop] = True
         self._keys.extend(keys)
         self._seqs.extend(seqs)

@@ -1,0 +1,91 @@
+"""The write path's overlap of work: the store's log copied into its database on a thread of
+its own, and the staged rows written while the transaction commits (real SQLite, no gRPC)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imagesim.enums import Metric
+from imagesim.index_server.item_store import ItemStore
+from imagesim.index_server.staging import StagingSet
+from tests.test_shard import open_shard, search, vectors
+
+MB = 1024 * 1024
+
+
+def test_the_log_is_copied_into_the_database_while_writes_go_on(tmp_path: Path) -> None:
+    store = ItemStore(tmp_path / "items.sqlite3", checkpoint_every=1 * MB)
+    wal = tmp_path / "items.sqlite3-wal"
+    rows = np.random.default_rng(0).normal(size=(64, 2048)).astype(np.float32)  # 512 KiB
+    largest = 0
+    for batch in range(40):  # 20 MiB in all
+        store.upsert([(f"b{batch}-{i}", row, {}) for i, row in enumerate(rows)])
+        largest = max(largest, wal.stat().st_size)
+    # SQLite's own checkpoint is off: without the thread the log would hold all 20 MiB.
+    assert store._checkpointer.checkpoints >= 3
+    assert largest < 10 * MB
+    store.close()
+    reopened = ItemStore(tmp_path / "items.sqlite3")
+    assert len(reopened.key_seqs()) == 40 * 64
+    item = reopened.get("b39-63")
+    assert item is not None and np.array_equal(item.vector, rows[63])
+    reopened.close()
+
+
+def test_a_snapshot_reads_what_it_saw_while_checkpoints_run(tmp_path: Path) -> None:
+    store = ItemStore(tmp_path / "items.sqlite3", checkpoint_every=256 * 1024)
+    rows = np.random.default_rng(1).normal(size=(32, 2048)).astype(np.float32)
+    store.upsert([(f"old{i}", row, {}) for i, row in enumerate(rows)])
+    with store.snapshot(2048, rows=8) as (count, blocks):
+        for batch in range(8):  # 2 MiB written, checkpoints requested, during the snapshot
+            store.upsert([(f"new{batch}-{i}", row, {}) for i, row in enumerate(rows)])
+        deadline = time.monotonic() + 10
+        while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = [key for block in blocks for key in block.keys]
+    assert count == 32 and sorted(seen) == sorted(f"old{i}" for i in range(32))
+    assert store._checkpointer.checkpoints >= 1
+    store.close()
+
+
+def test_reserved_rows_stay_unseen_until_published() -> None:
+    staging = StagingSet(4, capacity=2)
+    data = np.eye(4, dtype=np.float32)
+    staging.put_many(["a"], [1], data[:1])
+    reserved = staging.reserve(data[1:4])  # grows the arrays: readers keep the old ones
+    assert staging.snapshot().count == 1
+    hits = staging.snapshot().search(data[2:3], 4, Metric.ANGULAR)[0]
+    assert [key for _, key in hits] == ["a"]
+    staging.publish(["b", "c", "d"], [2, 3, 4], reserved)
+    hits = staging.snapshot().search(data[2:3], 1, Metric.ANGULAR)[0]
+    assert [key for _, key in hits] == ["c"]
+    stale = staging.reserve(data[:1])
+    staging.put_many(["e"], [5], data[:1])  # another write got there first
+    with pytest.raises(ValueError, match="another state"):
+        staging.publish(["f"], [6], stale)
+
+
+def test_a_write_whose_transaction_fails_stages_nothing(tmp_path: Path) -> None:
+    shard = open_shard(tmp_path)
+    data = vectors(6)
+    shard.add([("kept", data[0], {})])
+    upsert = shard.store.upsert
+
+    def failing(items):
+        raise OSError(28, os.strerror(28))  # disk full, after the staged rows were written
+
+    shard.store.upsert = failing  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space"):
+        shard.add([(f"lost{i}", data[i], {}) for i in range(1, 4)])
+    assert shard.stats().count == 1
+    assert [hit.key for hit in search(shard, data[2], 3)] == ["kept"]
+    shard.store.upsert = upsert  # type: ignore[method-assign]
+    shard.add([(f"next{i}", data[i], {}) for i in range(4, 6)])  # reuses the unpublished rows
+    assert [hit.key for hit in search(shard, data[5], 1)] == ["next5"]
+    assert shard.stats().count == 3
+    shard.close()
