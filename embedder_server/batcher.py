@@ -5,7 +5,8 @@ first waiting item, then gathers more until `max_batch_size` items or `max_batch
 have passed (no wait at all while callers come one at a time, i.e. the last batch held one
 item), runs the model once on the stacked batch, and resolves each future with its row.
 A failed batch fails every future in it; after `close()` new submissions are refused and the
-items already queued are still run.
+items already queued are still run. Once no item has come for `idle_after` seconds, `on_idle`
+runs on the model thread (once per quiet spell), e.g. to hand freed memory back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
 QueuedFn = Callable[[float], None]
+IDLE_AFTER = 1.0  # seconds without an item before on_idle runs
 
 
 class _Entry(NamedTuple):
@@ -46,6 +48,8 @@ class AdaptiveBatcher:
         max_batch_size: int = 32,
         max_batch_time: float = 0.005,
         queued: QueuedFn | None = None,
+        on_idle: Callable[[], None] | None = None,
+        idle_after: float = IDLE_AFTER,
     ) -> None:
         """`queued`, if given, is told each item's wait in the queue (seconds) as its model
         call starts."""
@@ -53,6 +57,8 @@ class AdaptiveBatcher:
             raise ValueError("max_batch_size must be >= 1")
         self.fn = fn
         self.queued = queued
+        self.on_idle = on_idle
+        self.idle_after = idle_after
         self.max_batch_size = max_batch_size
         self.max_batch_time = max_batch_time
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -127,7 +133,7 @@ class AdaptiveBatcher:
         closing = False
         try:
             while not closing:
-                first = self._queue.get()
+                first = self._next()
                 if first is _CLOSE:
                     break
                 batch, closing = self._collect(first)  # type: ignore[arg-type]
@@ -145,6 +151,19 @@ class AdaptiveBatcher:
                 self._run_batch(pending[start : start + self.max_batch_size])  # type: ignore[arg-type]
         finally:
             self._fail_pending(Unavailable("the embedder's model thread stopped"))
+
+    def _next(self) -> object:
+        """The next queued entry; runs `on_idle` first if none comes within `idle_after`."""
+        if self.on_idle is None:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=self.idle_after)
+        except queue.Empty:
+            try:
+                self.on_idle()
+            except Exception:
+                log.exception("the batcher's idle hook failed")
+            return self._queue.get()
 
     def _fail_pending(self, error: Exception) -> None:
         while True:

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from imagesim.embedder_server.runtimes.base import warm_up
     from imagesim.embedder_server.runtimes.select import load_runtime
     from imagesim.embedder_server.servicer import EmbedderServicer
+    from imagesim.heap import release_free_memory
     from imagesim.reduction.reducer import Reducer
     from imagesim.v1 import embedder_pb2, embedder_pb2_grpc
 
@@ -63,7 +64,12 @@ def main(argv: list[str] | None = None) -> None:
         if batch_ms is None:
             batch_ms = min(5.0, timings[1] * 1000 / 4)
         batcher = AdaptiveBatcher(
-            timed_model(runtime, metrics), model.max_batch_size, batch_ms / 1000, metrics.queued
+            timed_model(runtime, metrics),
+            model.max_batch_size,
+            batch_ms / 1000,
+            metrics.queued,
+            # Decoded images and batches freed in a burst, back to the kernel once it is over.
+            on_idle=release_free_memory,
         )
         limits = model.limits
         core = Embedder(runtime, batcher, limits, reducer, model.decode_threads, metrics)

@@ -53,9 +53,9 @@ class EmbedderSettings:
         default_text="$KERAS_HOME/imagesim-ir, i.e. ~/.keras/imagesim-ir",
     )
     max_batch_size: int = setting(
-        16,
-        "largest batch the model runs (16: OpenVINO bf16 gets 96% of batch 32's throughput at "
-        "110 MB less memory and half the longest batch time)",
+        8,
+        "largest batch the model runs (8: OpenVINO f32 gets 95% of batch 16's throughput on an "
+        "AVX2 CPU with ~100 MB less memory, and half the longest batch time)",
     )
     max_batch_time_ms: float | None = setting(  # None: from the measured batch-1 time
         None,

@@ -96,3 +96,25 @@ def test_each_item_reports_its_wait_in_the_queue():
         future.result(10)
     batcher.close()
     assert len(waits) == 6 and all(w >= 0 for w in waits)
+
+
+def test_the_idle_hook_runs_once_per_quiet_spell_on_the_model_thread():
+    threads: list[str] = []
+    idle = threading.Event()
+
+    def on_idle() -> None:
+        threads.append(threading.current_thread().name)
+        idle.set()
+
+    batcher = AdaptiveBatcher(
+        RecordingModel(), max_batch_size=4, max_batch_time=0.0, on_idle=on_idle, idle_after=0.05
+    )
+    assert idle.wait(10)  # quiet from the start
+    for round_ in (1, 2):
+        idle.clear()
+        assert batcher(np.full(3, float(round_))).tolist() == [2.0 * round_] * 3
+        assert idle.wait(10)
+        time.sleep(0.2)  # quiet for four more idle periods: still one call this spell
+        assert len(threads) == round_ + 1
+    assert len(set(threads)) == 1 and threads[0] != threading.current_thread().name
+    batcher.close()

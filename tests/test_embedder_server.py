@@ -48,7 +48,7 @@ def test_info_reports_untrained_model(embedder):
     assert info.limits.max_decoded_bytes == 128 * 1024 * 1024
     assert info.limits.decode_wait_seconds == 2
     # batch time auto: a quarter of the measured batch-1 time, at most 5 ms
-    assert info.max_batch_size == 16 and 0 < info.max_batch_time <= 0.005
+    assert info.max_batch_size == 8 and 0 < info.max_batch_time <= 0.005
     assert any("runtime auto: OpenVINO supports this CPU" in note for note in info.notes)
 
 

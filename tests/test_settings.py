@@ -31,7 +31,7 @@ def test_embedder_defaults():
         "imagenet",
         "auto",
         "auto",
-        16,
+        8,
         50051,
     )
     assert args.max_batch_time_ms is None  # auto: from the measured batch-1 time
