@@ -8,9 +8,11 @@ ingest rate through Add (batches of 1,000; the time of the calls, not of making 
 vectors), peak RSS after ingest, build time and the build's own peak RSS (VmHWM reset just
 before it via /proc/PID/clear_refs), then a restart: idle RSS, disk, search p50/p99 at k=10
 over 200 queries, recall@10 against an exact numpy top-10 (computed while ingesting, chunk by
-chunk: the data never exists whole), and the near-duplicate finder's throughput over the first
-items it scans. Data: structured vectors (tests.support.vectors), generated 1,000 at a time.
-Each point's row is printed and appended to the JSON file as soon as it is done.
+chunk: the data never exists whole) and the ratio of the found neighbours' mean distance to the
+exact ones' (how far a miss is from what it missed), and the near-duplicate finder's
+throughput over the first items it scans. Data: structured vectors (tests.support.vectors),
+generated 1,000 at a time. Each point's row is printed and appended to the JSON file as soon as
+it is done.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class ScaleRow:
     search_p50_ms: float
     search_p99_ms: float
     recall_at_10: float
+    # mean distance of the 10 found / of the exact 10: 1.0 when every miss is a near-tie
+    distance_ratio_at_10: float
     duplicates_items_s: float
 
 
@@ -193,13 +197,15 @@ def measure(
         restarted.wait_ready(1800)
         pid = restarted.process.pid
         idle = status_mb(pid, "VmRSS")
-        times, found = [], []
+        times, found, ratios = [], [], []
+        exact_mean = np.sqrt(np.clip(2.0 - 2.0 * truth.sims, 0.0, None)).mean(axis=1).tolist()
         with IndexClient(restarted.address, timeout=600) as client:
             for query in queries:
                 started = time.perf_counter()
                 hits = client.search(query)[0]
                 times.append(time.perf_counter() - started)
                 found.append([int(h.key[4:13]) for h in hits])
+                ratios.append(float(np.mean([h.distance for h in hits])) / exact_mean[len(ratios)])
         after = status_mb(pid, "VmRSS")
         recall = float(
             np.mean(
@@ -226,6 +232,7 @@ def measure(
         search_p50_ms=round(percentile(times, 50) * 1000, 2),
         search_p99_ms=round(percentile(times, 99) * 1000, 2),
         recall_at_10=round(recall, 4),
+        distance_ratio_at_10=round(float(np.mean(ratios)), 4),
         duplicates_items_s=round(duplicates, 1),
     )
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -268,7 +275,8 @@ def describe(r: ScaleRow) -> str:
         f"scale {what:<22} ingest {r.ingest_items_s:7,.0f}/s | build {r.build_s:7.1f} s, peak "
         f"{r.build_peak_rss_mb:7,.0f} MB ({r.build_peak_kb_per_item:.2f} KB/item) | idle "
         f"{r.idle_rss_mb:5,.0f} MB | disk {r.disk_mb:7,.0f} MB | p50 {r.search_p50_ms:.2f} ms "
-        f"p99 {r.search_p99_ms:.2f} ms | recall@10 {r.recall_at_10:.4f} | duplicates "
+        f"p99 {r.search_p99_ms:.2f} ms | recall@10 {r.recall_at_10:.4f} (distance ratio "
+        f"{r.distance_ratio_at_10:.4f}) | duplicates "
         f"{r.duplicates_items_s:,.0f} items/s"
     )
 

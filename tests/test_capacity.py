@@ -158,4 +158,5 @@ def _repeat_scale(record: dict, tmp_path: Path) -> None:
     )
     again = json.loads(out.read_text())
     assert again["what"] == record["what"]
-    assert set(again["results"][0]) == set(record["results"][0])
+    # Every figure of the record is measured again (a newer bench may add figures).
+    assert set(record["results"][0]) <= set(again["results"][0])
