@@ -66,19 +66,23 @@ class Machine:
         return f"{self.cpu}, {self.cores} cores, {' + '.join(features) or 'no AVX-512'}"
 
 
+UNTRAINED = "none"  # the bench's default --weights: the tests' untrained network
+
+
 @dataclass(frozen=True)
 class Config:
     """One runtime at one precision."""
 
     runtime: str  # "openvino" | "tensorflow"
     precision: str  # "float32" | "bfloat16" | "int8"
+    weights: str = UNTRAINED  # the Embedder's --weights
 
     @property
     def label(self) -> str:
         return f"{self.runtime}/{self.precision}"
 
     def server_args(self) -> list[str]:
-        return ["--weights", "none", "--runtime", self.runtime, "--precision", self.precision]
+        return ["--weights", self.weights, "--runtime", self.runtime, "--precision", self.precision]
 
 
 REFERENCE = Config("tensorflow", "float32")

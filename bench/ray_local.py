@@ -61,7 +61,7 @@ def _ray_seconds(folder: Path, out: Path, config: Config, actors: int, batch_siz
         "--out",
         str(_fresh(out)),
         "--weights",
-        "none",
+        config.weights,
         "--runtime",
         config.runtime,
         "--precision",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agreement import AgreementResult
-from bench.common import Machine, median_ratio
+from bench.common import UNTRAINED, Machine, median_ratio
 from bench.duplicates import DuplicatesResult
 from bench.duplicates import describe as describe_duplicates
 from bench.embed import RawResult, ServedResult
@@ -28,6 +28,7 @@ class BenchResults:
     quick: bool
     machine: Machine
     configs: list[str]
+    weights: str = UNTRAINED  # the model's --weights in every runtime
     raw: dict[str, RawResult] = field(default_factory=dict)
     agreement: list[AgreementResult] = field(default_factory=list)
     served: list[ServedResult] = field(default_factory=list)
@@ -48,7 +49,12 @@ class BenchResults:
 
 
 def table(results: BenchResults) -> str:
-    lines = [f"machine: {results.machine.describe()}, Python {results.machine.python}", ""]
+    weights = "untrained" if results.weights == UNTRAINED else results.weights
+    lines = [
+        f"machine: {results.machine.describe()}, Python {results.machine.python}; weights "
+        f"{weights}",
+        "",
+    ]
     reference = results.raw.get("tensorflow/float32")
     ov_f32 = results.raw.get("openvino/float32")
     for label, raw in results.raw.items():
@@ -67,7 +73,8 @@ def table(results: BenchResults) -> str:
         lines.append(
             f"agreement {a.config:<13} vs TF float32 on {a.photos} real photos: top-10 "
             f"{a.top10_vs_tensorflow_float32:.4f}, "
-            f"min cosine {a.min_cosine_vs_tensorflow_float32:.6f}"
+            f"min cosine {a.min_cosine_vs_tensorflow_float32:.6f} (TF f32's own 10th-11th "
+            f"neighbour gap {a.reference_gap_10th_11th:.5f})"
         )
     for q in results.quantization:
         lines.append(

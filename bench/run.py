@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from bench.agreement import agreement
 from bench.common import (
     REFERENCE,
+    UNTRAINED,
     Config,
     Machine,
     Workload,
@@ -68,15 +70,19 @@ def default_configs(quick: bool) -> list[Config]:
 
 def run(args: argparse.Namespace) -> BenchResults:
     quick = args.quick
-    configs = (
-        [Config(*c.split("/")) for c in args.configs.split(",")]
-        if args.configs
-        else default_configs(quick)
-    )
+    configs = [
+        replace(c, weights=args.weights)
+        for c in (
+            [Config(*c.split("/")) for c in args.configs.split(",")]
+            if args.configs
+            else default_configs(quick)
+        )
+    ]
+    reference = replace(REFERENCE, weights=args.weights)
     sections = args.only.split(",") if args.only else list(SECTIONS)
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    results = BenchResults(quick, Machine.detect(), [c.label for c in configs])
+    results = BenchResults(quick, Machine.detect(), [c.label for c in configs], args.weights)
     began = time.perf_counter()
 
     def log(message: str) -> None:
@@ -87,16 +93,16 @@ def run(args: argparse.Namespace) -> BenchResults:
     rounds = 1 if quick else 3
 
     if "raw" in sections or "served" in sections:
-        log("loading runtimes in-process: " + ", ".join(c.label for c in {*configs, REFERENCE}))
-        runtimes = {c: load_runtime("none", c.runtime, c.precision) for c in configs}
+        log("loading runtimes in-process: " + ", ".join(c.label for c in {*configs, reference}))
+        runtimes = {c: load_runtime(c.weights, c.runtime, c.precision) for c in configs}
         results.quantization = [quantization_record(r) for r in runtimes.values()]
         results.quantization = [q for q in results.quantization if q]
-        runtimes.setdefault(REFERENCE, load_runtime("none", "tensorflow", "float32"))
+        runtimes.setdefault(reference, load_runtime(args.weights, "tensorflow", "float32"))
         if "raw" in sections:
             log("raw model throughput and latency, interleaved ...")
             results.raw = raw_models(runtimes, photos, rounds, 4 if quick else 20)
             log("agreement with TensorFlow float32 on real photos ...")
-            results.agreement = agreement(runtimes, photos.pixels)
+            results.agreement = agreement(runtimes, photos.pixels, reference)
         if "served" in sections:
             serve(results, configs[:1] if quick else configs, runtimes, photos, work, quick, log)
     if "startup" in sections and not quick:  # --quick: the served section's start is timed
@@ -213,6 +219,12 @@ def main(argv: list[str] | None = None) -> BenchResults:
         "--configs",
         default=None,
         help="runtime/precision list, e.g. openvino/bfloat16,tensorflow/float32",
+    )
+    parser.add_argument(
+        "--weights",
+        default=UNTRAINED,
+        help="the model's weights in every runtime (the Embedder's --weights: imagenet or a "
+        "file): 'none' (untrained) by default, so agreement figures say little of trained ones",
     )
     parser.add_argument(
         "--only", default=None, help=f"comma-separated: {','.join(SECTIONS + OPT_IN)}"

@@ -41,6 +41,8 @@ def test_quick_benchmark_runs_every_section_and_its_figures_hold(tmp_path):
     assert agreement["config"] == "openvino/float32"
     assert agreement["top10_vs_tensorflow_float32"] >= 0.99
     assert agreement["min_cosine_vs_tensorflow_float32"] >= 0.9999
+    assert 0 <= agreement["reference_gap_10th_11th"] < 1
+    assert results["weights"] == "none" and "weights untrained" in result.stdout
     [served] = results["served"]
     for key in ("grpc_1_client_img_s", "grpc_8_clients_img_s", "dump_img_s", "embedder_rss_mb"):
         assert served[key] > 0, key
