@@ -4,6 +4,7 @@ its own, and the staged rows written while the transaction commits (real SQLite,
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 
 from imagesim.enums import Metric
+from imagesim.index_server import builds as builds_module
+from imagesim.index_server.generation import Generation
+from imagesim.index_server.generation_builder import GenerationBuilder
 from imagesim.index_server.item_store import ItemStore
 from imagesim.index_server.staging import StagingSet
 from tests.test_shard import open_shard, search, vectors
@@ -88,4 +92,33 @@ def test_a_write_whose_transaction_fails_stages_nothing(tmp_path: Path) -> None:
     shard.add([(f"next{i}", data[i], {}) for i in range(4, 6)])  # reuses the unpublished rows
     assert [hit.key for hit in search(shard, data[5], 1)] == ["next5"]
     assert shard.stats().count == 3
+    shard.close()
+
+
+def test_searches_and_writes_go_on_while_a_build_runs(tmp_path: Path, monkeypatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldBuilder(GenerationBuilder):
+        def finish(self, trees: int) -> Generation:
+            entered.set()
+            assert release.wait(30)
+            return super().finish(trees)
+
+    monkeypatch.setattr(builds_module, "GenerationBuilder", HeldBuilder)
+    shard = open_shard(tmp_path, auto_build=0)
+    data = vectors(40)
+    shard.add([(f"k{i}", data[i], {}) for i in range(30)])
+    building = threading.Thread(target=shard.build)
+    building.start()
+    try:
+        assert entered.wait(30)  # the build read its snapshot and is making its trees
+        assert [hit.key for hit in search(shard, data[3], 1)] == ["k3"]
+        shard.add([(f"late{i}", data[i], {}) for i in range(30, 40)])  # the store's writer
+        assert [hit.key for hit in search(shard, data[35], 1)] == ["late35"]
+    finally:
+        release.set()
+        building.join()
+    stats = shard.stats()
+    assert (stats.generation, stats.count) == (1, 40)
+    assert [hit.key for hit in search(shard, data[35], 1)] == ["late35"]  # still staged
     shard.close()
