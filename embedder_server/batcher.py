@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
 QueuedFn = Callable[[float], None]
-IDLE_AFTER = 1.0  # seconds without an item before on_idle runs
+IDLE_AFTER = 10.0  # seconds without an item before on_idle runs (it may take a while)
 
 
 class _Entry(NamedTuple):

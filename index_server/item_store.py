@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from imagesim.index_server.metadata_index import MetadataIndex, chunks, marks
-from imagesim.index_server.wal_checkpointer import EVERY_BYTES, WalCheckpointer
+from imagesim.index_server.wal_checkpointer import EVERY_BYTES, WalCheckpointer, backstop_frames
 
 T = TypeVar("T")
 
@@ -105,16 +105,23 @@ class ItemStore:
         self.path = Path(path)
         self._lock = threading.Lock()  # the writer connection
         self._readers = threading.local()
+        self._connections_lock = threading.Lock()  # the list below (never waits on a write)
         self._reader_connections: list[sqlite3.Connection] = []
         self._db = self._connect()
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+        # The checkpointer's job; SQLite's own, counted in real frames, only as a backstop.
+        backstop = backstop_frames(checkpoint_every, PAGE_BYTES)
+        self._db.execute(f"PRAGMA wal_autocheckpoint={backstop}")
         # A log that grew (e.g. during a long build's snapshot) shrinks again when it restarts.
         self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        self._checkpointer = WalCheckpointer(self.path, self._lock, checkpoint_every)
-        with self._lock:
-            self._migrate()
-        self._seq = int(self.layout().get("seq", "0"))
+        self._checkpointer = WalCheckpointer(self.path, self._lock, PAGE_BYTES, checkpoint_every)
+        try:
+            with self._lock:
+                self._migrate()
+            self._seq = int(self.layout().get("seq", "0"))
+        except BaseException:
+            self.close()
+            raise
         self.metadata_index = MetadataIndex(self.reader)
 
     def _connect(self) -> sqlite3.Connection:
@@ -135,7 +142,7 @@ class ItemStore:
             db.execute("PRAGMA query_only=1")
             db.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             self._readers.db = db
-            with self._lock:
+            with self._connections_lock:
                 self._reader_connections.append(db)
         return db
 
@@ -175,7 +182,7 @@ class ItemStore:
     def close(self) -> None:
         """Close every connection (call once no request uses the store)."""
         self._checkpointer.close()  # before the lock: its last round may need it
-        with self._lock:
+        with self._lock, self._connections_lock:
             for db in self._reader_connections:
                 db.close()
             self._db.close()
@@ -231,7 +238,11 @@ class ItemStore:
             db.execute("INSERT OR REPLACE INTO layout (name, value) VALUES ('seq', ?)", (str(seq),))
             return [(key, first + n, key in present) for n, key in enumerate(keys)], seq
 
-        nbytes = sum(vector.nbytes + len(key) for key, vector, _ in items)
+        # What the log gets, roughly: each row, its metadata twice (JSON and index rows)
+        nbytes = sum(
+            vector.nbytes + len(key) + 2 * sum(len(n) + len(v) for n, v in metadata.items())
+            for key, vector, metadata in items
+        )
         with self._lock:
             results, self._seq = self._transaction(write, nbytes)
         return results
@@ -247,8 +258,8 @@ class ItemStore:
                     removed.append(key)
             return removed
 
-        with self._lock:
-            return self._transaction(write)
+        with self._lock:  # a removal may rewrite a page (and an index page) per key
+            return self._transaction(write, PAGE_BYTES * len(keys))
 
     # ---- reads ----------------------------------------------------------------------------
 

@@ -26,7 +26,11 @@ Lock order (outermost first; never taken the other way round):
 3. the write lock (`Shard._write_lock`): writes, layout changes, and a build's switch to its
    new generation (taken inside the build lock). Nothing that takes the build lock runs under
    it: a write starts a background build only after releasing it, on a thread of its own;
-4. the store's writer lock (inside `ItemStore`), taken by its writes under either lock above.
+4. the store's writer lock (inside `ItemStore`), taken by its writes under either lock above,
+   and by the store's WAL checkpoint thread for the short last pass of a round (it holds no
+   other lock; see `wal_checkpointer`).
+A write's staged rows are written by the `staging` worker while the write holds the write lock
+and commits; the worker takes no lock, and the write waits for it before publishing the rows.
 
 Knows nothing of gRPC.
 """
@@ -86,6 +90,8 @@ class Shard:
         try:
             self._open(config)
         except BaseException:
+            if hasattr(self, "store"):
+                self.store.close()
             self._dir_lock.release()
             raise
 
@@ -192,8 +198,13 @@ class Shard:
                 results = self.store.upsert(checked)
             finally:
                 futures.wait([reserving])
+            try:
+                reserved = reserving.result()
+            except Exception:  # the write is durable: stage it here, or fail as put_many would
+                log.exception("staging rows beside the commit failed; staging them again")
+                reserved = view.staging.reserve(matrix)
             # Visible before the old copies are hidden: a search never misses a key.
-            view.staging.publish(keys, [seq for _, seq, _ in results], reserving.result())
+            view.staging.publish(keys, [seq for _, seq, _ in results], reserved)
             for key, seq, _ in results:
                 hide(view, key)
                 self._live[key] = seq
